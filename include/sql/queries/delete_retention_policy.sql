@@ -1,0 +1,1 @@
+DELETE FROM retention_policy WHERE data_location_id = %(data_location_id)s;

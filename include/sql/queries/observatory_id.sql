@@ -1,0 +1,1 @@
+SELECT id FROM observatory WHERE name = %(name)s;

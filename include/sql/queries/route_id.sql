@@ -1,0 +1,1 @@
+SELECT id FROM data_transfer_route WHERE name = %(name)s;

@@ -1,0 +1,1 @@
+SELECT id FROM site WHERE short_name = %(short_name)s;

@@ -1,0 +1,1 @@
+SELECT short_name, name, location FROM site ORDER BY id;

@@ -1,0 +1,1 @@
+SELECT id FROM telescope WHERE name = %(name)s;

@@ -1,0 +1,159 @@
+"""The ``ccat`` command: ops-db migrations, topology, queues, filing, a dev database.
+
+Every subcommand that needs ops-db takes ``--db URL``, defaulting to the environment
+(``CCAT_OPS_DB_URL``, else ``AIRFLOW_CONN_CCAT_OPS_DB``). Errors print one clear
+message to stderr and exit 1; nothing half-done is left behind (each command is a
+single transaction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+
+from ccat_operators import filing, migrations, queues, topology
+from ccat_operators.devdb import LocalPostgres
+from ccat_operators.opsdb import OpsDb
+
+DEFAULT_DEVDB_DIR = Path(".ccat/postgres")
+DEFAULT_DEVDB_PORT = 54329
+
+
+def _db(args: argparse.Namespace) -> OpsDb:
+    return OpsDb.connect(args.db)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    with _db(args) as db:
+        applied = migrations.upgrade(db)
+    print("\n".join(f"applied {name}" for name in applied) if applied else "ops-db is up to date")
+
+
+def cmd_db_status(args: argparse.Namespace) -> None:
+    with _db(args) as db:
+        for name, applied in migrations.status(db):
+            print(f"{'applied' if applied else 'pending'}  {name}")
+
+
+def cmd_topology_check(args: argparse.Namespace) -> None:
+    loaded = topology.load(args.file)
+    print(f"{args.file}: {len(loaded.sites)} sites, {len(loaded.locations)} locations, {len(loaded.routes)} routes")
+
+
+def cmd_topology_apply(args: argparse.Namespace) -> None:
+    loaded = topology.load(args.file)
+    with _db(args) as db:
+        report = topology.apply(db, loaded)
+    print("\n".join(report.changes) if report.changes else "no change")
+
+
+def cmd_topology_show(args: argparse.Namespace) -> None:
+    with _db(args) as db:
+        sys.stdout.write(topology.dumps(db))
+
+
+def cmd_queues(args: argparse.Namespace) -> None:
+    with _db(args) as db:
+        found = queues.discover(db, site=args.site, location=args.location)
+    if args.worker_command:
+        hostname = args.hostname or "_".join(part for part in (args.site, args.location) if part) or "ccat"
+        print(shlex.join(queues.worker_command(found, hostname)))
+        return
+    for queue in found:
+        print(queue.name)
+
+
+def cmd_file(args: argparse.Namespace) -> None:
+    with _db(args) as db:
+        for manifest in args.manifests:
+            result = filing.file_observation(db, filing.load_manifest(Path(manifest)))
+            print(f"{manifest}: executed_obs_unit {result.executed_obs_unit_id}: "
+                  f"{result.new_files} new file(s), {result.already_filed} already filed")
+
+
+def _devdb(args: argparse.Namespace) -> LocalPostgres:
+    return LocalPostgres(Path(args.dir).resolve(), args.port)
+
+
+def cmd_devdb_start(args: argparse.Namespace) -> None:
+    server = _devdb(args)
+    server.start()
+    print(server.create_database(args.database))
+
+
+def cmd_devdb_stop(args: argparse.Namespace) -> None:
+    _devdb(args).stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ccat", description="CCAT data transfer: ops-db and pipeline tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(parent, name: str, handler: Callable, help_text: str, db: bool = True) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        if db:
+            sub.add_argument("--db", help="ops-db URL (default: $CCAT_OPS_DB_URL or $AIRFLOW_CONN_CCAT_OPS_DB)")
+        return sub
+
+    db = commands.add_parser("db", help="ops-db schema migrations").add_subparsers(dest="db_command", required=True)
+    add(db, "upgrade", cmd_db_upgrade, "apply pending migrations from include/sql/migrations")
+    add(db, "status", cmd_db_status, "list migrations and whether each is applied")
+
+    topo = commands.add_parser("topology", help="sites, locations, routes and retention")
+    topo_commands = topo.add_subparsers(dest="topology_command", required=True)
+    add(topo_commands, "check", cmd_topology_check, "validate a topology file without a database", db=False).add_argument("file")
+    add(topo_commands, "apply", cmd_topology_apply, "make ops-db match a topology file (idempotent)").add_argument("file")
+    add(topo_commands, "show", cmd_topology_show, "print ops-db's topology in the file format")
+
+    queue_parser = add(commands, "queues", cmd_queues, "list Celery queues of active locations")
+    queue_parser.add_argument("--site", help="only this site (short name)")
+    queue_parser.add_argument("--location", help="only locations with this name")
+    queue_parser.add_argument("--worker-command", action="store_true",
+                              help="print the `airflow celery worker` command serving these queues")
+    queue_parser.add_argument("--hostname", help="Celery worker name (default: site/location)")
+
+    file_parser = add(commands, "file", cmd_file, "file observations from YAML/JSON manifests")
+    file_parser.add_argument("manifests", nargs="+", metavar="MANIFEST")
+
+    dev = commands.add_parser("devdb", help="a private PostgreSQL server for the demo")
+    dev_commands = dev.add_subparsers(dest="devdb_command", required=True)
+    for name, handler, help_text in (
+        ("start", cmd_devdb_start, "start (initialising if needed) and print the database URL"),
+        ("stop", cmd_devdb_stop, "stop the server"),
+    ):
+        sub = add(dev_commands, name, handler, help_text, db=False)
+        sub.add_argument("--dir", default=str(DEFAULT_DEVDB_DIR), help="cluster directory (default: %(default)s)")
+        sub.add_argument("--port", type=int, default=DEFAULT_DEVDB_PORT, help="TCP port on 127.0.0.1 (default: %(default)s)")
+        sub.add_argument("--database", default="ccat_ops_db", help="database to create (default: %(default)s)")
+    return parser
+
+
+#: Errors that are the user's input or environment, reported without a traceback.
+USER_ERRORS = (
+    filing.FilingError,
+    topology.TopologyError,
+    migrations.MigrationError,
+    LookupError,
+    FileNotFoundError,
+    psycopg.OperationalError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except USER_ERRORS as error:
+        print(f"ccat: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Airflow hook for ops-db, the pipeline's single source of truth."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+from ccat_operators.opsdb import OpsDb, Row
+from ccat_operators.states import Status
+
+
+class OpsDbHook(PostgresHook):
+    """PostgresHook for ops-db exposing the named queries in ``include/sql/queries/``.
+
+    State changes are guarded (``WHERE status = expected``; zero rows = already done)
+    and work is claimed with ``FOR UPDATE SKIP LOCKED``, so a retried or cleared task,
+    or two overlapping runs, never corrupt state.
+
+    :param ccat_ops_db_conn_id: Airflow connection to ops-db (default ``ccat_ops_db``).
+    """
+
+    conn_name_attr = "ccat_ops_db_conn_id"
+    default_conn_name = "ccat_ops_db"
+    conn_type = "postgres"
+    hook_name = "CCAT ops-db"
+
+    @cached_property
+    def ops_db(self) -> OpsDb:
+        """An autocommit :class:`OpsDb` on a connection owned by this hook."""
+        return OpsDb(self.get_conn())
+
+    def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
+        """Run the named query and return every row as a dict."""
+        return self.ops_db.fetch_all(query, **params)
+
+    def fetch_one(self, query: str, /, **params: Any) -> Row | None:
+        """Run the named query and return its first row, or None."""
+        return self.ops_db.fetch_one(query, **params)
+
+    def execute(self, query: str, /, **params: Any) -> int:
+        """Run the named statement and return the number of rows it touched."""
+        return self.ops_db.execute(query, **params)
+
+    def transition(self, table: str, row_id: int, expected: Status, new: Status, failure_reason: str | None = None) -> bool:
+        """Guarded status change; False when the row was not in ``expected``."""
+        return self.ops_db.transition(table, row_id, expected, new, failure_reason)

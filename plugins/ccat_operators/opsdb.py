@@ -1,0 +1,190 @@
+"""Named-query access to ops-db over a psycopg 3 connection.
+
+All SQL lives in ``include/sql/queries/<name>.sql`` and is bound with ``%(param)s``
+placeholders. A few queries are templates over a table name (``{table}``); the name is
+checked against a whitelist and composed with ``psycopg.sql.Identifier``, never with
+string formatting of values.
+
+``OpsDb`` is what the CLI, the filing API and the tests use directly; inside Airflow the
+``OpsDbHook`` hands out an ``OpsDb`` built on its connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ccat_operators.paths import sql_dir
+from ccat_operators.states import (
+    PhysicalCopyStatus,
+    Status,
+    check_copy_transition,
+    check_status_transition,
+)
+
+#: Tables with a ``status`` column driven by :class:`Status`.
+STATUS_TABLES = frozenset(
+    {
+        "raw_data_package",
+        "data_transfer_package",
+        "data_transfer",
+        "long_term_archive_transfer",
+        "staging_job",
+    }
+)
+
+#: Environment variables that may hold the ops-db URL, in order of preference.
+DSN_VARIABLES = ("CCAT_OPS_DB_URL", "AIRFLOW_CONN_CCAT_OPS_DB")
+
+Row = dict[str, Any]
+
+
+class UnknownQueryError(LookupError):
+    """No ``include/sql/queries/<name>.sql`` exists."""
+
+
+@functools.cache
+def load_query(name: str) -> str:
+    """Return the text of the named query, read once per process."""
+    path = sql_dir() / "queries" / f"{name}.sql"
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise UnknownQueryError(f"no query named {name!r} (looked for {path})") from None
+
+
+def compose_query(query: str, /, **identifiers: str) -> sql.Composed:
+    """Return a template query with its ``{placeholders}`` bound to quoted identifiers."""
+    return sql.SQL(load_query(query)).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})
+
+
+def table_query(name: str, table: str) -> sql.Composed:
+    """Return a ``{table}`` template query bound to one whitelisted status table."""
+    if table not in STATUS_TABLES:
+        raise ValueError(f"{table!r} is not a status table; expected one of {sorted(STATUS_TABLES)}")
+    return compose_query(name, table=table)
+
+
+def dsn_from_environment() -> str:
+    """Return the ops-db URL from ``CCAT_OPS_DB_URL`` or ``AIRFLOW_CONN_CCAT_OPS_DB``."""
+    for variable in DSN_VARIABLES:
+        value = os.environ.get(variable)
+        if value:
+            return value
+    raise LookupError(
+        "ops-db is not configured: set CCAT_OPS_DB_URL (or AIRFLOW_CONN_CCAT_OPS_DB) "
+        "to a postgresql:// URL, or pass --db"
+    )
+
+
+class OpsDb:
+    """A psycopg connection plus the project's named queries.
+
+    The connection runs in autocommit mode: a single named query is its own
+    transaction, and :meth:`transaction` groups several into one.
+    """
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        conn.autocommit = True
+        conn.row_factory = dict_row
+        self.conn = conn
+
+    @classmethod
+    def connect(cls, dsn: str | None = None, **kwargs: Any) -> OpsDb:
+        """Open a new connection to ``dsn`` (default: from the environment)."""
+        return cls(psycopg.connect(dsn or dsn_from_environment(), **kwargs))
+
+    def close(self) -> None:
+        """Close the underlying connection."""
+        self.conn.close()
+
+    def __enter__(self) -> OpsDb:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[OpsDb]:
+        """Run the enclosed queries in one transaction (nested blocks are savepoints)."""
+        with self.conn.transaction():
+            yield self
+
+    def _run(self, query: str | sql.Composable, params: Mapping[str, Any]) -> psycopg.Cursor:
+        return self.conn.execute(query, params)
+
+    def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
+        """Run a named query and return every row as a dict."""
+        return self._run(load_query(query), params).fetchall()
+
+    def fetch_one(self, query: str, /, **params: Any) -> Row | None:
+        """Run a named query and return its first row, or None."""
+        return self._run(load_query(query), params).fetchone()
+
+    def fetch_value(self, query: str, /, **params: Any) -> Any:
+        """Run a named query and return the first column of its first row, or None."""
+        row = self.fetch_one(query, **params)
+        return None if row is None else next(iter(row.values()))
+
+    def execute(self, query: str, /, **params: Any) -> int:
+        """Run a named statement and return the number of rows it touched."""
+        return self._run(load_query(query), params).rowcount
+
+    def execute_script(self, text: str) -> None:
+        """Run trusted multi-statement SQL text (migrations) as-is."""
+        self.conn.execute(text)
+
+    def transition(
+        self,
+        table: str,
+        row_id: int,
+        expected: Status,
+        new: Status,
+        failure_reason: str | None = None,
+    ) -> bool:
+        """Move one row from ``expected`` to ``new``; return False if it was not in ``expected``.
+
+        The update is guarded by ``WHERE status = expected``, so repeating a transition
+        (a retried or cleared task) changes nothing and returns False.
+        """
+        check_status_transition(expected, new)
+        cursor = self._run(
+            table_query("transition_status", table),
+            {
+                "id": row_id,
+                "expected": Status(expected).value,
+                "new": Status(new).value,
+                "failure_reason": failure_reason,
+            },
+        )
+        return cursor.rowcount == 1
+
+    def transition_copy(
+        self,
+        copy_id: int,
+        expected: PhysicalCopyStatus,
+        new: PhysicalCopyStatus,
+        failure_reason: str | None = None,
+    ) -> bool:
+        """Move one PhysicalCopy between states, guarded like :meth:`transition`."""
+        check_copy_transition(expected, new)
+        touched = self.execute(
+            "transition_physical_copy",
+            id=copy_id,
+            expected=PhysicalCopyStatus(expected).value,
+            new=PhysicalCopyStatus(new).value,
+            failure_reason=failure_reason,
+        )
+        return touched == 1
+
+    def status_of(self, table: str, row_id: int) -> Status | None:
+        """Return the current status of one row, or None if it does not exist."""
+        row = self._run(table_query("status_of", table), {"id": row_id}).fetchone()
+        return None if row is None else Status(row["status"])
