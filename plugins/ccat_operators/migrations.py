@@ -63,8 +63,9 @@ def upgrade(db: OpsDb, directory: Path | None = None) -> list[str]:
     migrations = discover(directory)
     applied_now: list[str] = []
     with db.transaction():
-        db.execute("create_schema_migrations")
+        # Lock first: concurrent CREATE TABLE IF NOT EXISTS races in the catalog.
         db.fetch_one("lock_schema_migrations")
+        db.execute("create_schema_migrations")
         applied = {row["version"]: row for row in db.fetch_all("applied_migrations")}
         _check_applied_unchanged(migrations, applied)
         for migration in migrations:

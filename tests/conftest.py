@@ -1,0 +1,98 @@
+"""Test harness: a private PostgreSQL for the whole session, a fresh database per test.
+
+The server is started here from the machine's PostgreSQL binaries (it assumes no server
+is running) on a free loopback port, with durability switched off for speed. Every test
+that asks for ``ops_db`` gets its own database cloned from a migrated template, so tests
+are independent and can run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration at import time: point it at a throw-away home before
+# any test module imports it.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ccat-test-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+    }
+)
+os.environ.pop("CCAT_OPS_DB_URL", None)
+os.environ.pop("AIRFLOW_CONN_CCAT_OPS_DB", None)
+
+from ccat_operators import migrations, topology  # noqa: E402
+from ccat_operators.devdb import FAST_TEST_SETTINGS, LocalPostgres, free_port  # noqa: E402
+from ccat_operators.opsdb import OpsDb  # noqa: E402
+
+EXAMPLE_TOPOLOGY = REPO / "include" / "topology" / "ccat.yaml"
+TEMPLATE_DB = "ccat_test_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    directory = Path(tempfile.mkdtemp(prefix="ccat-test-pg-"))
+    server = LocalPostgres(directory, free_port(), settings=FAST_TEST_SETTINGS)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server: LocalPostgres) -> str:
+    with OpsDb.connect(postgres_server.create_database(TEMPLATE_DB)) as db:
+        migrations.upgrade(db)
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def ops_db_url(postgres_server: LocalPostgres, migrated_template: str) -> Iterator[str]:
+    """URL of a fresh, migrated database for this test only."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield postgres_server.create_database(name, template=migrated_template)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def ops_db(ops_db_url: str) -> Iterator[OpsDb]:
+    with OpsDb.connect(ops_db_url) as db:
+        yield db
+
+
+@pytest.fixture
+def empty_db_url(postgres_server: LocalPostgres) -> Iterator[str]:
+    """URL of a fresh database with no schema at all."""
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    yield postgres_server.create_database(name)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Storage root the example topology expands ``${CCAT_DATA_ROOT}`` to."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("CCAT_DATA_ROOT", str(root))
+    return root
+
+
+@pytest.fixture
+def example_topology(ops_db: OpsDb, data_root: Path) -> topology.Topology:
+    """The shipped example topology, applied to this test's database."""
+    loaded = topology.load(EXAMPLE_TOPOLOGY)
+    topology.apply(ops_db, loaded)
+    return loaded

@@ -1,0 +1,104 @@
+"""`ccat db upgrade`: ordered, recorded, idempotent, and refusing tampered history."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ccat_operators import migrations
+from ccat_operators.cli import main
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.paths import sql_dir
+
+
+def table_names(db: OpsDb) -> set[str]:
+    rows = db.conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {row["tablename"] for row in rows}
+
+
+@pytest.fixture
+def migrations_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "migrations"
+    shutil.copytree(sql_dir() / "migrations", directory)
+    return directory
+
+
+def test_upgrade_applies_every_file_once(empty_db_url: str) -> None:
+    with OpsDb.connect(empty_db_url) as db:
+        applied = migrations.upgrade(db)
+        assert applied == [m.path.name for m in migrations.discover()]
+        tables = table_names(db)
+        assert {"site", "data_location", "raw_data_file", "raw_data_package", "physical_copy"} <= tables
+
+        assert migrations.upgrade(db) == []
+        assert table_names(db) == tables
+        recorded = db.fetch_all("applied_migrations")
+        assert [row["filename"] for row in recorded] == applied
+        assert all(migrations.status(db)[i][1] for i in range(len(applied)))
+
+
+def test_edited_migration_is_refused_and_nothing_else_applies(empty_db_url: str, migrations_dir: Path) -> None:
+    with OpsDb.connect(empty_db_url) as db:
+        migrations.upgrade(db, migrations_dir)
+        first = sorted(migrations_dir.glob("*.sql"))[0]
+        first.write_text(first.read_text() + "\n-- an innocent-looking edit\n")
+        (migrations_dir / "9999_new_table.sql").write_text("CREATE TABLE should_not_exist (id int);")
+
+        with pytest.raises(migrations.MigrationError, match=f"{first.name}: content changed after it was applied"):
+            migrations.upgrade(db, migrations_dir)
+        assert "should_not_exist" not in table_names(db)
+
+
+def test_applied_migration_missing_from_directory_is_refused(empty_db_url: str, migrations_dir: Path) -> None:
+    with OpsDb.connect(empty_db_url) as db:
+        migrations.upgrade(db, migrations_dir)
+        for path in migrations_dir.glob("*.sql"):
+            path.unlink()
+        with pytest.raises(migrations.MigrationError, match="missing from the migrations directory"):
+            migrations.upgrade(db, migrations_dir)
+
+
+def test_failing_migration_applies_nothing(empty_db_url: str, migrations_dir: Path) -> None:
+    (migrations_dir / "9998_good.sql").write_text("CREATE TABLE good_one (id int);")
+    (migrations_dir / "9999_bad.sql").write_text("CREATE TABLE bad_one (id int); SELECT no_such_function();")
+    with OpsDb.connect(empty_db_url) as db:
+        with pytest.raises(psycopg.errors.UndefinedFunction, match="no_such_function"):
+            migrations.upgrade(db, migrations_dir)
+        assert table_names(db) == set()
+
+
+def test_badly_named_migration_is_refused(migrations_dir: Path) -> None:
+    (migrations_dir / "add-table.sql").write_text("SELECT 1;")
+    with pytest.raises(migrations.MigrationError, match="add-table.sql: migration files are named"):
+        migrations.discover(migrations_dir)
+
+
+def test_concurrent_upgrades_apply_once(empty_db_url: str) -> None:
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with OpsDb.connect(empty_db_url) as db:
+                results.append(migrations.upgrade(db))
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(len(r) for r in results) == [0, 0, len(migrations.discover())]
+
+
+def test_cli_upgrade_reports_and_is_idempotent(empty_db_url: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["db", "upgrade", "--db", empty_db_url]) == 0
+    assert "applied 0001_core_schema.sql" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--db", empty_db_url]) == 0
+    assert capsys.readouterr().out.strip() == "ops-db is up to date"
