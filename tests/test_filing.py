@@ -39,8 +39,7 @@ def test_filing_records_files_with_checksums_from_disk(ops_db: OpsDb, source_roo
         write_file(source_root, relative, content)
     given = "primecam/scan/0000.dat"
     files = [RawFile(path=p, module="280GHz", size=len(c)) for p, c in contents.items() if p != given]
-    files.append(RawFile(path=given, module="280GHz",
-                         checksum="sha256:" + hashlib.sha256(contents[given]).hexdigest()))
+    files.append(RawFile(path=given, module="280GHz", checksum="sha256:" + hashlib.sha256(contents[given]).hexdigest()))
 
     result = filing.file_observation(ops_db, observation(files))
     assert (result.new_files, result.already_filed) == (5, 0)
@@ -124,15 +123,19 @@ def test_unknown_or_wrong_location_and_instrument(ops_db: OpsDb, source_root: Pa
 def test_cli_files_a_manifest(ops_db_url: str, ops_db: OpsDb, source_root: Path, tmp_path: Path, capsys) -> None:
     write_file(source_root, "chai/lfa/0001.dat", b"\x00" * 2048)
     manifest = tmp_path / "obs.json"
-    manifest.write_text(json.dumps({
-        "location": "ccat/telescope_computer",
-        "instrument": "CHAI",
-        "program": "survey",
-        "obs_unit": "m83",
-        "start_time": "2026-11-20T04:00:00+00:00",
-        "end_time": "2026-11-20T04:10:00+00:00",
-        "files": [{"path": "chai/lfa/0001.dat", "module": "LFA", "size": 2048}],
-    }))
+    manifest.write_text(
+        json.dumps(
+            {
+                "location": "ccat/telescope_computer",
+                "instrument": "CHAI",
+                "program": "survey",
+                "obs_unit": "m83",
+                "start_time": "2026-11-20T04:00:00+00:00",
+                "end_time": "2026-11-20T04:10:00+00:00",
+                "files": [{"path": "chai/lfa/0001.dat", "module": "LFA", "size": 2048}],
+            }
+        )
+    )
     assert main(["file", str(manifest), "--db", ops_db_url]) == 0
     assert "1 new file(s), 0 already filed" in capsys.readouterr().out
     assert main(["file", str(manifest), "--db", ops_db_url]) == 0

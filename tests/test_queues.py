@@ -41,8 +41,13 @@ def test_matrix_matches_the_seeds() -> None:
     matrix = {t.value: [o.value for o in ops] for t, ops in queues.OPERATIONS_BY_LOCATION_TYPE.items()}
     assert matrix == {
         "SOURCE": ["raw_data_package_creation", "deletion", "monitoring"],
-        "BUFFER": ["data_transfer_package_creation", "data_transfer", "data_transfer_unpacking", "deletion",
-                   "monitoring"],
+        "BUFFER": [
+            "data_transfer_package_creation",
+            "data_transfer",
+            "data_transfer_unpacking",
+            "deletion",
+            "monitoring",
+        ],
         "LONG_TERM_ARCHIVE": ["long_term_archive_transfer", "monitoring"],
         "PROCESSING": ["staging", "deletion", "monitoring"],
     }

@@ -71,14 +71,13 @@ def test_failure_reason_is_recorded_and_cleared(ops_db: OpsDb, packages: list[in
 
 def test_claims_in_open_transactions_skip_each_others_rows(ops_db: OpsDb, ops_db_url: str, packages: list[int]) -> None:
     location = ops_db.fetch_one("data_location_by_key", site="ccat", name="telescope_computer")["id"]
-    with OpsDb.connect(ops_db_url) as first, OpsDb.connect(ops_db_url) as second:
-        with first.transaction():
-            mine = {r["id"] for r in first.fetch_all("claim_pending_raw_data_packages", location_id=location, limit=10)}
-            # The first claimer has not committed; the second neither waits nor takes its rows.
-            with second.transaction():
-                theirs = {
-                    r["id"] for r in second.fetch_all("claim_pending_raw_data_packages", location_id=location, limit=10)
-                }
+    with OpsDb.connect(ops_db_url) as first, OpsDb.connect(ops_db_url) as second, first.transaction():
+        mine = {r["id"] for r in first.fetch_all("claim_pending_raw_data_packages", location_id=location, limit=10)}
+        # The first claimer has not committed; the second neither waits nor takes its rows.
+        with second.transaction():
+            theirs = {
+                r["id"] for r in second.fetch_all("claim_pending_raw_data_packages", location_id=location, limit=10)
+            }
     assert len(mine) == len(theirs) == 10
     assert mine.isdisjoint(theirs)
 

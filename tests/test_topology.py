@@ -83,12 +83,18 @@ def test_routes_apply_and_deactivate(ops_db: OpsDb, example_topology, tmp_path: 
     document["routes"] = {
         "ccat_to_us_via_cologne": {"type": "RELAY", "from": "ccat", "to": "us", "via": "cologne", "method": "bbcp"},
         "cologne_buffer_to_us_buffer": {
-            "type": "CUSTOM", "from": "cologne", "to": "us",
-            "from_location": "cologne/buffer", "to_location": "us/buffer",
+            "type": "CUSTOM",
+            "from": "cologne",
+            "to": "us",
+            "from_location": "cologne/buffer",
+            "to_location": "us/buffer",
         },
     }
     report = topology.apply(ops_db, topology.load(write(tmp_path, document)))
-    assert sorted(report.changes) == ["created route ccat_to_us_via_cologne", "created route cologne_buffer_to_us_buffer"]
+    assert sorted(report.changes) == [
+        "created route ccat_to_us_via_cologne",
+        "created route cologne_buffer_to_us_buffer",
+    ]
     assert topology.dump(ops_db)["routes"]["ccat_to_us_via_cologne"]["via"] == "cologne"
 
     report = topology.apply(ops_db, topology.load(EXAMPLE_TOPOLOGY))
@@ -99,33 +105,62 @@ def test_routes_apply_and_deactivate(ops_db: OpsDb, example_topology, tmp_path: 
 
 
 BAD_FILES = [
-    (lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(type="BUFER"),
-     "sites.ccat.locations.buffer.type: 'BUFER' is not one of SOURCE, BUFFER, LONG_TERM_ARCHIVE, PROCESSING"),
-    (lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(root_pth="/x"),
-     "sites.ccat.locations.buffer.root_pth: unknown key"),
-    (lambda d: d["sites"]["ccat"]["locations"]["buffer"].pop("root_path"),
-     "sites.ccat.locations.buffer.root_path: is required"),
-    (lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(bucket="b"),
-     "sites.ccat.locations.buffer.bucket: does not apply to DISK storage"),
-    (lambda d: d["sites"]["us"]["locations"]["lta"].pop("bucket"),
-     "sites.us.locations.lta.bucket: is required"),
-    (lambda d: d["sites"]["ccat"]["locations"]["telescope_computer"]["settings"].update(package_size_limit="big"),
-     "sites.ccat.locations.telescope_computer.settings.package_size_limit: 'big' is not a size"),
-    (lambda d: d["sites"]["ccat"]["locations"]["telescope_computer"]["settings"].update(checksum_algorithm="md5"),
-     "settings.checksum_algorithm: 'md5' is not one of sha256, xxh3_128"),
-    (lambda d: d["sites"]["ccat"]["locations"]["buffer"]["retention"].update(disk_pressure_threshold=85),
-     "sites.ccat.locations.buffer.retention.disk_pressure_threshold: expected a fraction in (0, 1]"),
-    (lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(active=False),
-     "sites.ccat.locations: a site with a SOURCE location needs an active BUFFER"),
-    (lambda d: d["sites"].update({"Bad-Site": {"name": "x"}}),
-     "sites.Bad-Site: 'Bad-Site' is not a valid name"),
-    (lambda d: d.update(routes={"r": {"type": "RELAY", "from": "ccat", "to": "mars"}}),
-     "routes.r.to: unknown site 'mars'"),
-    (lambda d: d.update(routes={"r": {"type": "RELAY", "from": "ccat", "to": "us"}}),
-     "routes.r.via: a RELAY route needs `via`"),
-    (lambda d: d.update(routes={"r": {"type": "CUSTOM", "from": "ccat", "to": "us", "from_location": "ccat/buffer",
-                                      "to_location": "cologne/buffer"}}),
-     "routes.r.to_location: 'cologne/buffer' is not at site 'us'"),
+    (
+        lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(type="BUFER"),
+        "sites.ccat.locations.buffer.type: 'BUFER' is not one of SOURCE, BUFFER, LONG_TERM_ARCHIVE, PROCESSING",
+    ),
+    (
+        lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(root_pth="/x"),
+        "sites.ccat.locations.buffer.root_pth: unknown key",
+    ),
+    (
+        lambda d: d["sites"]["ccat"]["locations"]["buffer"].pop("root_path"),
+        "sites.ccat.locations.buffer.root_path: is required",
+    ),
+    (
+        lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(bucket="b"),
+        "sites.ccat.locations.buffer.bucket: does not apply to DISK storage",
+    ),
+    (lambda d: d["sites"]["us"]["locations"]["lta"].pop("bucket"), "sites.us.locations.lta.bucket: is required"),
+    (
+        lambda d: d["sites"]["ccat"]["locations"]["telescope_computer"]["settings"].update(package_size_limit="big"),
+        "sites.ccat.locations.telescope_computer.settings.package_size_limit: 'big' is not a size",
+    ),
+    (
+        lambda d: d["sites"]["ccat"]["locations"]["telescope_computer"]["settings"].update(checksum_algorithm="md5"),
+        "settings.checksum_algorithm: 'md5' is not one of sha256, xxh3_128",
+    ),
+    (
+        lambda d: d["sites"]["ccat"]["locations"]["buffer"]["retention"].update(disk_pressure_threshold=85),
+        "sites.ccat.locations.buffer.retention.disk_pressure_threshold: expected a fraction in (0, 1]",
+    ),
+    (
+        lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(active=False),
+        "sites.ccat.locations: a site with a SOURCE location needs an active BUFFER",
+    ),
+    (lambda d: d["sites"].update({"Bad-Site": {"name": "x"}}), "sites.Bad-Site: 'Bad-Site' is not a valid name"),
+    (
+        lambda d: d.update(routes={"r": {"type": "RELAY", "from": "ccat", "to": "mars"}}),
+        "routes.r.to: unknown site 'mars'",
+    ),
+    (
+        lambda d: d.update(routes={"r": {"type": "RELAY", "from": "ccat", "to": "us"}}),
+        "routes.r.via: a RELAY route needs `via`",
+    ),
+    (
+        lambda d: d.update(
+            routes={
+                "r": {
+                    "type": "CUSTOM",
+                    "from": "ccat",
+                    "to": "us",
+                    "from_location": "ccat/buffer",
+                    "to_location": "cologne/buffer",
+                }
+            }
+        ),
+        "routes.r.to_location: 'cologne/buffer' is not at site 'us'",
+    ),
 ]
 
 
@@ -157,14 +192,14 @@ def test_duplicate_keys_and_broken_yaml_are_refused(tmp_path: Path) -> None:
         topology.load(broken)
 
 
-def test_unset_environment_variable_without_default_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unset_environment_variable_without_default_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCAT_NOWHERE", raising=False)
     document = example_document()
     document["sites"]["ccat"]["locations"]["buffer"]["root_path"] = "${CCAT_NOWHERE}/buffer"
-    with pytest.raises(topology.TopologyError, match="sites.ccat.locations.buffer.root_path: environment variable "
-                                                     "CCAT_NOWHERE is not set"):
+    with pytest.raises(
+        topology.TopologyError,
+        match="sites.ccat.locations.buffer.root_path: environment variable CCAT_NOWHERE is not set",
+    ):
         topology.load(write(tmp_path, document))
 
 

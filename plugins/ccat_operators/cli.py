@@ -72,8 +72,10 @@ def cmd_file(args: argparse.Namespace) -> None:
     with _db(args) as db:
         for manifest in args.manifests:
             result = filing.file_observation(db, filing.load_manifest(Path(manifest)))
-            print(f"{manifest}: executed_obs_unit {result.executed_obs_unit_id}: "
-                  f"{result.new_files} new file(s), {result.already_filed} already filed")
+            print(
+                f"{manifest}: executed_obs_unit {result.executed_obs_unit_id}: "
+                f"{result.new_files} new file(s), {result.already_filed} already filed"
+            )
 
 
 def _devdb(args: argparse.Namespace) -> LocalPostgres:
@@ -107,15 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     topo = commands.add_parser("topology", help="sites, locations, routes and retention")
     topo_commands = topo.add_subparsers(dest="topology_command", required=True)
-    add(topo_commands, "check", cmd_topology_check, "validate a topology file without a database", db=False).add_argument("file")
-    add(topo_commands, "apply", cmd_topology_apply, "make ops-db match a topology file (idempotent)").add_argument("file")
+    add(
+        topo_commands, "check", cmd_topology_check, "validate a topology file without a database", db=False
+    ).add_argument("file")
+    add(topo_commands, "apply", cmd_topology_apply, "make ops-db match a topology file (idempotent)").add_argument(
+        "file"
+    )
     add(topo_commands, "show", cmd_topology_show, "print ops-db's topology in the file format")
 
     queue_parser = add(commands, "queues", cmd_queues, "list Celery queues of active locations")
     queue_parser.add_argument("--site", help="only this site (short name)")
     queue_parser.add_argument("--location", help="only locations with this name")
-    queue_parser.add_argument("--worker-command", action="store_true",
-                              help="print the `airflow celery worker` command serving these queues")
+    queue_parser.add_argument(
+        "--worker-command", action="store_true", help="print the `airflow celery worker` command serving these queues"
+    )
     queue_parser.add_argument("--hostname", help="Celery worker name (default: site/location)")
 
     file_parser = add(commands, "file", cmd_file, "file observations from YAML/JSON manifests")
@@ -129,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = add(dev_commands, name, handler, help_text, db=False)
         sub.add_argument("--dir", default=str(DEFAULT_DEVDB_DIR), help="cluster directory (default: %(default)s)")
-        sub.add_argument("--port", type=int, default=DEFAULT_DEVDB_PORT, help="TCP port on 127.0.0.1 (default: %(default)s)")
+        sub.add_argument(
+            "--port", type=int, default=DEFAULT_DEVDB_PORT, help="TCP port on 127.0.0.1 (default: %(default)s)"
+        )
         sub.add_argument("--database", default="ccat_ops_db", help="database to create (default: %(default)s)")
     return parser
 

@@ -96,8 +96,17 @@ class LocalPostgres:
         for path in (self.directory, self.directory / "run"):
             path.mkdir(parents=True, exist_ok=True)
             self._chown(path)
-        argv = [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-                "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"]
+        argv = [
+            str(bindir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ]
         subprocess.run(self._as_service_user(argv), check=True, capture_output=True)
 
     def is_running(self) -> bool:
@@ -115,8 +124,19 @@ class LocalPostgres:
             return
         options = [f"-h 127.0.0.1 -p {self.port} -k {self.directory / 'run'}"]
         options += [f"-c {setting}" for setting in self.settings]
-        argv = [str(find_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-                "-o", " ".join(options), "-w", "-t", str(int(timeout)), "start"]
+        argv = [
+            str(find_bindir() / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            " ".join(options),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        ]
         if not self.log_file.exists():
             self.log_file.touch()
             self._chown(self.log_file)

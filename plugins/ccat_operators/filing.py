@@ -68,7 +68,9 @@ def file_observation(db: OpsDb, observation: Observation) -> FilingResult:
     size or checksum mismatch, conflicting earlier filing); nothing is recorded then.
     """
     location = _source_location(db, observation.location)
-    modules = {row["name"]: row["id"] for row in db.fetch_all("instrument_modules_of", instrument=observation.instrument)}
+    modules = {
+        row["name"]: row["id"] for row in db.fetch_all("instrument_modules_of", instrument=observation.instrument)
+    }
     if not modules:
         raise FilingError([f"unknown instrument {observation.instrument!r} (declare it in the topology file)"])
     algorithm = location["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
@@ -126,8 +128,10 @@ def _verify_files(
             continue
         seen.add(raw.path)
         if raw.module not in modules:
-            problems.append(f"{label}: unknown module {raw.module!r} of {observation.instrument} "
-                            f"(known: {', '.join(sorted(modules))})")
+            problems.append(
+                f"{label}: unknown module {raw.module!r} of {observation.instrument} "
+                f"(known: {', '.join(sorted(modules))})"
+            )
             continue
         on_disk = root / raw.path
         if on_disk.is_symlink() or not on_disk.is_file():
@@ -166,8 +170,12 @@ def _upsert_executed_obs_unit(db: OpsDb, observation: Observation) -> int:
         end_time=observation.end_time,
     )
     if observation.end_time is not None and row["end_time"] != observation.end_time:
-        raise FilingError([f"observation {observation.obs_unit} at {observation.start_time.isoformat()} "
-                           f"was filed with end_time {row['end_time']}, not {observation.end_time}"])
+        raise FilingError(
+            [
+                f"observation {observation.obs_unit} at {observation.start_time.isoformat()} "
+                f"was filed with end_time {row['end_time']}, not {observation.end_time}"
+            ]
+        )
     return row["id"]
 
 
@@ -177,9 +185,10 @@ def _check_earlier_filings(
     earlier_paths = [f["path"] for f in verified if f["path"] not in new_paths]
     if not earlier_paths:
         return
-    earlier = {row["relative_path"]: row for row in db.fetch_all(
-        "raw_data_files_by_path", source_location_id=location_id, paths=earlier_paths
-    )}
+    earlier = {
+        row["relative_path"]: row
+        for row in db.fetch_all("raw_data_files_by_path", source_location_id=location_id, paths=earlier_paths)
+    }
     problems = []
     for wanted in verified:
         row = earlier.get(wanted["path"])
@@ -204,16 +213,25 @@ def observation_from_document(document: Any, source: str = "<manifest>") -> Obse
     """Build an Observation from a parsed filing manifest (see README, "Filing")."""
     if not isinstance(document, dict):
         raise FilingError([f"{source}: expected a mapping at the top level"])
-    problems = [f"{source}: {key} is required" for key in
-                ("location", "instrument", "program", "obs_unit", "start_time", "files") if not document.get(key)]
+    problems = [
+        f"{source}: {key} is required"
+        for key in ("location", "instrument", "program", "obs_unit", "start_time", "files")
+        if not document.get(key)
+    ]
     if problems:
         raise FilingError(problems)
     files = []
     for index, entry in enumerate(document["files"]):
         if not isinstance(entry, dict) or "path" not in entry or "module" not in entry:
             raise FilingError([f"{source}: files[{index}] needs path and module"])
-        files.append(RawFile(path=str(entry["path"]), module=str(entry["module"]),
-                             size=entry.get("size"), checksum=entry.get("checksum")))
+        files.append(
+            RawFile(
+                path=str(entry["path"]),
+                module=str(entry["module"]),
+                size=entry.get("size"),
+                checksum=entry.get("checksum"),
+            )
+        )
     return Observation(
         location=str(document["location"]),
         instrument=str(document["instrument"]),

@@ -2,8 +2,9 @@
 
 Migration files are ``include/sql/migrations/NNNN_description.sql`` and are applied in
 version order, all in one transaction under an advisory lock, each recorded in
-``schema_migrations``: either every pending file lands or none does. Re-running is a no-op. A file that was applied and has since been edited is refused:
-the database no longer matches the file, and silently carrying on would hide that.
+``schema_migrations``: either every pending file lands or none does. Re-running is a
+no-op. A file that was applied and has since been edited is refused: the database no
+longer matches the file, and silently carrying on would hide that.
 """
 
 from __future__ import annotations

@@ -150,9 +150,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node)
         if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
 
@@ -263,14 +261,12 @@ class _Parser:
         telescope = self.text(root.get("telescope"), "telescope") or ""
         instruments = self.instruments(root.get("instruments"))
         sites = tuple(
-            self.site(short_name, spec)
-            for short_name, spec in self.mapping(root.get("sites"), "sites").items()
+            self.site(short_name, spec) for short_name, spec in self.mapping(root.get("sites"), "sites").items()
         )
         if not sites:
             self.problem("sites", "at least one site is required")
         routes = tuple(
-            self.route(name, spec, sites)
-            for name, spec in self.mapping(root.get("routes"), "routes").items()
+            self.route(name, spec, sites) for name, spec in self.mapping(root.get("routes"), "routes").items()
         )
         if self.problems:
             raise TopologyError(self.source, self.problems)
@@ -456,8 +452,15 @@ def apply(db: OpsDb, topology: Topology) -> ApplyReport:
         location_ids: dict[str, int] = {}
         for site in topology.sites:
             site_ids[site.short_name] = _upsert(
-                db, report, "site", site.short_name, "upsert_site", "site_id",
-                short_name=site.short_name, name=site.name, location=site.location,
+                db,
+                report,
+                "site",
+                site.short_name,
+                "upsert_site",
+                "site_id",
+                short_name=site.short_name,
+                name=site.name,
+                location=site.location,
             )
             for location in site.locations:
                 location_ids[location.key] = _apply_location(db, report, site_ids[site.short_name], location)
@@ -465,7 +468,12 @@ def apply(db: OpsDb, topology: Topology) -> ApplyReport:
             report.changes.append(f"deactivated location {row['site']}/{row['name']}")
         for route in topology.routes:
             _upsert(
-                db, report, "route", route.name, "upsert_route", "route_id",
+                db,
+                report,
+                "route",
+                route.name,
+                "upsert_route",
+                "route_id",
                 name=route.name,
                 route_type=route.type.value,
                 origin_site_id=site_ids[route.origin_site],
@@ -490,30 +498,57 @@ def _json(value: dict[str, Any]) -> str:
 
 def _apply_instruments(db: OpsDb, report: ApplyReport, topology: Topology) -> None:
     observatory_id = _upsert(
-        db, report, "observatory", topology.observatory, "upsert_observatory", "observatory_id",
+        db,
+        report,
+        "observatory",
+        topology.observatory,
+        "upsert_observatory",
+        "observatory_id",
         name=topology.observatory,
     )
     telescope_id = _upsert(
-        db, report, "telescope", topology.telescope, "upsert_telescope", "telescope_id",
-        observatory_id=observatory_id, name=topology.telescope,
+        db,
+        report,
+        "telescope",
+        topology.telescope,
+        "upsert_telescope",
+        "telescope_id",
+        observatory_id=observatory_id,
+        name=topology.telescope,
     )
     for instrument, modules in topology.instruments.items():
         instrument_id = _upsert(
-            db, report, "instrument", instrument, "upsert_instrument", "instrument_id",
-            telescope_id=telescope_id, name=instrument,
+            db,
+            report,
+            "instrument",
+            instrument,
+            "upsert_instrument",
+            "instrument_id",
+            telescope_id=telescope_id,
+            name=instrument,
         )
         for module in modules:
             _upsert(
-                db, report, "instrument module", f"{instrument}/{module}",
-                "upsert_instrument_module", "instrument_module_id",
-                instrument_id=instrument_id, name=module,
+                db,
+                report,
+                "instrument module",
+                f"{instrument}/{module}",
+                "upsert_instrument_module",
+                "instrument_module_id",
+                instrument_id=instrument_id,
+                name=module,
             )
 
 
 def _apply_location(db: OpsDb, report: ApplyReport, site_id: int, location: Location) -> int:
     details = location.storage_details
     location_id = _upsert(
-        db, report, "location", location.key, "upsert_data_location", "data_location_id",
+        db,
+        report,
+        "location",
+        location.key,
+        "upsert_data_location",
+        "data_location_id",
         site_id=site_id,
         name=location.name,
         location_type=location.type.value,
@@ -564,7 +599,11 @@ def dump(db: OpsDb) -> dict[str, Any]:
     routes: dict[str, Any] = {}
     for row in db.fetch_all("routes"):
         route = {"type": row["route_type"], "from": row["origin_site"], "to": row["destination_site"]}
-        optional = {"via": row["via_site"], "from_location": row["origin_location"], "to_location": row["destination_location"]}
+        optional = {
+            "via": row["via_site"],
+            "from_location": row["origin_location"],
+            "to_location": row["destination_location"],
+        }
         route.update({k: v for k, v in optional.items() if v is not None})
         route.update({"method": row["method"], "active": row["active"]})
         if row["settings"]:
@@ -584,8 +623,14 @@ def dump(db: OpsDb) -> dict[str, Any]:
 def _dump_location(row: dict[str, Any]) -> dict[str, Any]:
     location: dict[str, Any] = {"type": row["location_type"], "storage": row["storage_type"]}
     columns = {
-        "root_path": "root_path", "host": "host", "bucket": "s3_bucket", "endpoint_url": "s3_endpoint_url",
-        "region": "s3_region", "prefix": "s3_prefix", "conn_id": "s3_conn_id", "library": "tape_library",
+        "root_path": "root_path",
+        "host": "host",
+        "bucket": "s3_bucket",
+        "endpoint_url": "s3_endpoint_url",
+        "region": "s3_region",
+        "prefix": "s3_prefix",
+        "conn_id": "s3_conn_id",
+        "library": "tape_library",
     }
     location.update({key: row[column] for key, column in columns.items() if row[column] is not None})
     location.update({"priority": row["priority"], "active": row["active"]})

@@ -43,6 +43,8 @@ class OpsDbHook(PostgresHook):
         """Run the named statement and return the number of rows it touched."""
         return self.ops_db.execute(query, **params)
 
-    def transition(self, table: str, row_id: int, expected: Status, new: Status, failure_reason: str | None = None) -> bool:
+    def transition(
+        self, table: str, row_id: int, expected: Status, new: Status, failure_reason: str | None = None
+    ) -> bool:
         """Guarded status change; False when the row was not in ``expected``."""
         return self.ops_db.transition(table, row_id, expected, new, failure_reason)
