@@ -65,7 +65,7 @@ SELECT d, 'dtp_' || lpad(d::text, 7, '0'),
        t.status, CASE WHEN t.status = 'PENDING' THEN 0 ELSE 1 END,
        t.created_at,
        CASE WHEN t.status = 'COMPLETED' THEN t.created_at + interval '1 day'
-            ELSE s.t0 - make_interval(mins => d % 30 + 1) END
+            ELSE s.t0 - (d % 30 + 1) * interval '1 minute' END
 FROM bench_scale AS s
 CROSS JOIN generate_series(1, s.dtps) AS d
 CROSS JOIN LATERAL (
@@ -97,9 +97,9 @@ SELECT p, 'pkg_' || lpad(p::text, 8, '0'), a.eou, a.module,
            WHEN 'FAILED' THEN a.created_at + interval '30 minutes'
            WHEN 'IN_PROGRESS' THEN
                CASE WHEN a.open_rank <= s.stuck
-                    THEN s.t0 - make_interval(mins => 120 + a.open_rank * 10)
-                    ELSE s.t0 - make_interval(mins => a.open_rank % 50 + 1) END
-           WHEN 'SCHEDULED' THEN s.t0 - make_interval(mins => a.open_rank % 30 + 1)
+                    THEN s.t0 - (120 + a.open_rank * 10) * interval '1 minute'
+                    ELSE s.t0 - (a.open_rank % 50 + 1) * interval '1 minute' END
+           WHEN 'SCHEDULED' THEN s.t0 - (a.open_rank % 30 + 1) * interval '1 minute'
            ELSE a.created_at
        END
 FROM bench_scale AS s

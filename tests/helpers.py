@@ -54,3 +54,47 @@ def insert_pending_packages(db: OpsDb, count: int) -> list[int]:
 def ensure_obs_unit(db: OpsDb) -> None:
     program = db.fetch_value("upsert_observing_program", name="commissioning")
     db.fetch_value("upsert_obs_unit", observing_program_id=program, name="orion_map")
+
+
+def apply_topology(db: OpsDb, tmp_path: Path, mutate=None):
+    """Apply the example topology, optionally changed by ``mutate(document)`` first."""
+    import yaml
+
+    from ccat_operators import topology
+    from tests.conftest import EXAMPLE_TOPOLOGY
+
+    document = yaml.safe_load(EXAMPLE_TOPOLOGY.read_text())
+    if mutate is not None:
+        mutate(document)
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    loaded = topology.load(path)
+    topology.apply(db, loaded)
+    for location in loaded.locations:
+        if "root_path" in location.storage_details:
+            Path(location.storage_details["root_path"]).mkdir(parents=True, exist_ok=True)
+    return loaded, path
+
+
+def location_row(db: OpsDb, key: str) -> dict:
+    site, _, name = key.partition("/")
+    return db.fetch_one("data_location_by_key", site=site, name=name)
+
+
+def file_random_observation(
+    db: OpsDb, root: Path, sizes: list[int], module: str = "280GHz", obs_unit: str = "orion_map", minute: int = 0,
+    seed: int = 0,
+) -> dict[str, bytes]:
+    """Write files of the given sizes under ``root`` and file them as one observation."""
+    import random
+
+    rng = random.Random(seed * 1000 + minute)
+    contents = {}
+    for index, size in enumerate(sizes):
+        relative = f"primecam/{obs_unit}_{minute:02d}/{module}/scan_{index:04d}.dat"
+        contents[relative] = rng.randbytes(size)
+        write_file(root, relative, contents[relative])
+    filing.file_observation(
+        db, observation([filing.RawFile(p, module) for p in contents], obs_unit=obs_unit, minute=minute)
+    )
+    return contents

@@ -184,6 +184,21 @@ class OpsDb:
         )
         return touched == 1
 
+    @contextmanager
+    def lease(self, kind: str, row_id: int) -> Iterator[bool]:
+        """Hold the lease on one work item for the block; yields False if another holds it.
+
+        A lease is a session-level advisory lock: exclusive while this connection lives,
+        released at the end of the block or by PostgreSQL if the worker dies. An item
+        left SCHEDULED or IN_PROGRESS whose lease is free has no live worker.
+        """
+        acquired = bool(self.fetch_value("try_lease", kind=kind, id=row_id))
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                self.fetch_value("release_lease", kind=kind, id=row_id)
+
     def status_of(self, table: str, row_id: int) -> Status | None:
         """Return the current status of one row, or None if it does not exist."""
         row = self._run(table_query("status_of", table), {"id": row_id}).fetchone()

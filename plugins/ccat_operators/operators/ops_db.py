@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
 from ccat_operators import migrations, topology
-from ccat_operators.hooks.ops_db import OpsDbHook
+from ccat_operators.operators.base import OpsDbOperator
 
 
-class _OpsDbOperator(BaseOperator):
-    """Base for operators that talk to ops-db through :class:`OpsDbHook`."""
-
-    def __init__(self, *, ccat_ops_db_conn_id: str = OpsDbHook.default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.ccat_ops_db_conn_id = ccat_ops_db_conn_id
-
-    @cached_property
-    def hook(self) -> OpsDbHook:
-        return OpsDbHook(ccat_ops_db_conn_id=self.ccat_ops_db_conn_id)
-
-
-class OpsDbUpgradeOperator(_OpsDbOperator):
+class OpsDbUpgradeOperator(OpsDbOperator):
     """Apply pending ops-db migrations; a no-op when the schema is current.
 
     Returns (XCom) the list of migration files applied by this run.
@@ -39,7 +26,7 @@ class OpsDbUpgradeOperator(_OpsDbOperator):
         return applied
 
 
-class TopologyApplyOperator(_OpsDbOperator):
+class TopologyApplyOperator(OpsDbOperator):
     """Make ops-db match a topology file (idempotent; a bad file changes nothing).
 
     :param topology_file: path of the YAML topology file (templated).

@@ -1,0 +1,56 @@
+"""ccat_packaging: filed raw files -> RawDataPackage tars in each site's primary buffer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, TaskGroup
+
+from ccat_operators import topology
+from ccat_operators.operators.packaging import RawDataPackagePlanOperator, RawDataPackageWriteOperator
+from ccat_operators.paths import default_topology_file
+from ccat_operators.queues import Operation, queue_name
+from ccat_operators.states import LocationType
+
+DOC = """
+### Packaging
+
+For every active SOURCE location, on that location's `..._raw_data_package_creation`
+queue (a worker where the instrument disks are mounted):
+
+1. **plan_packages** groups files not yet in a package by observation x instrument
+   module and splits them into RawDataPackages no larger than the location's
+   `package_size_limit` (a single larger file gets its own package, flagged
+   *oversized*). New packages are **PENDING**.
+2. **write_packages** writes each package as a tar (directory structure kept) into the
+   site's primary BUFFER: **SCHEDULED** (claimed) -> **IN_PROGRESS** -> **COMPLETED**,
+   with the package checksum and every file's checksum computed while writing, then
+   verified against the filed checksums. A temporary `.part` name is used until the tar
+   is complete.
+
+**On failure**: a package whose file is missing or changed is **FAILED** with the
+reason (see the task log or `raw_data_package.failure_reason`); the other packages are
+written anyway, and no source file is touched. Restore the file, then set the package
+back to PENDING. Any other failure (database, disk full) can simply be cleared: work
+left half-done by a killed task is picked up again, never duplicated.
+"""
+
+TOPOLOGY = topology.load(default_topology_file())
+
+with DAG(
+    dag_id="ccat_packaging",
+    schedule="@hourly",
+    catchup=False,
+    max_active_runs=1,
+    tags=["ccat", "packaging"],
+    doc_md=DOC,
+    default_args={"retries": 3, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+):
+    for location in TOPOLOGY.locations:
+        if location.type != LocationType.SOURCE or not location.active:
+            continue
+        queue = queue_name(location.site, location.name, Operation.RAW_DATA_PACKAGE_CREATION)
+        with TaskGroup(group_id=f"{location.site}_{location.name}", tooltip=f"packaging at {location.key}"):
+            plan = RawDataPackagePlanOperator(task_id="plan_packages", location=location.key, queue=queue)
+            write = RawDataPackageWriteOperator(task_id="write_packages", location=location.key, queue=queue)
+            plan >> write

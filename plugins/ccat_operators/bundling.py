@@ -1,0 +1,151 @@
+"""Bundling: completed RawDataPackages in a BUFFER -> DataTransferPackage tars.
+
+``plan_bundles``
+    In one transaction, claims the buffer's completed, unbundled packages (``FOR UPDATE
+    SKIP LOCKED``) and packs them first-fit decreasing into bundles of at most the
+    location's ``bundle_size_limit``. A bundle leaves when it is full (at least
+    ``fill_target`` of the limit) or when its oldest package has waited longer than
+    ``bundle_max_age``, so a trickle of data still moves; the rest wait for the next run.
+
+``write_bundles``
+    Writes PENDING bundles as tars of their package tars (member names are the packages'
+    buffer paths, so unpacking recreates the layout), verifying every package against its
+    recorded checksum and computing the bundle checksum in the same pass, under a
+    temporary name then renamed; leases and reclaiming work as in packaging.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ccat_operators import checksums
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.packaging import WriteResult, reclaim_abandoned
+from ccat_operators.states import Status
+from ccat_operators.tarstream import Member, MemberChangedError, write_archive
+from ccat_operators.topology import SETTINGS
+
+log = logging.getLogger(__name__)
+
+BUNDLE_KIND = "data_transfer_package"
+FILL_TARGET = 0.95
+PLAN_BATCH = 100_000
+CLAIM_BATCH = 5
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    size: int
+    completed_at: datetime
+
+
+@dataclass
+class Bin:
+    items: list[Item] = field(default_factory=list)
+    size: int = 0
+
+    @property
+    def oldest(self) -> datetime:
+        return min(item.completed_at for item in self.items)
+
+
+def first_fit_decreasing(items: list[Item], limit: int) -> list[Bin]:
+    """Pack items into bins of at most ``limit`` bytes, largest first, each into the first bin it fits.
+
+    An item larger than ``limit`` gets a bin of its own.
+    """
+    bins: list[Bin] = []
+    for item in sorted(items, key=lambda i: (-i.size, i.id)):
+        target = next((b for b in bins if b.size + item.size <= limit), None)
+        if target is None:
+            target = Bin()
+            bins.append(target)
+        target.items.append(item)
+        target.size += item.size
+    return bins
+
+
+def bins_to_send(bins: list[Bin], limit: int, max_age: timedelta, now: datetime, fill_target: float = FILL_TARGET) -> list[Bin]:
+    """The bins that leave now: full enough, oversized, or holding a package older than ``max_age``."""
+    return [b for b in bins if b.size >= fill_target * limit or now - b.oldest >= max_age]
+
+
+def bundle_path(name: str) -> str:
+    return f"data_transfer_packages/{name}.tar"
+
+
+def plan_bundles(db: OpsDb, location: dict[str, Any], now: datetime | None = None) -> list[int]:
+    """Create PENDING DataTransferPackages from the buffer's unbundled packages (see module doc)."""
+    settings = location["settings"]
+    limit = settings.get("bundle_size_limit", SETTINGS["bundle_size_limit"][1])
+    max_age = timedelta(seconds=settings.get("bundle_max_age", SETTINGS["bundle_max_age"][1]))
+    now = now or datetime.now(UTC)
+    created = []
+    with db.transaction():
+        rows = db.fetch_all("claim_unbundled_packages", location_id=location["id"], limit=PLAN_BATCH)
+        items = [Item(r["id"], r["size_bytes"], r["completed_at"]) for r in rows]
+        for number, bundle in enumerate(bins_to_send(first_fit_decreasing(items, limit), limit, max_age, now)):
+            first = min(item.id for item in bundle.items)
+            name = f"{location['site']}_{location['name']}_{now:%Y%m%dT%H%M%S}_{first}_{number:03d}"
+            bundle_id = db.fetch_value("insert_data_transfer_package", name=name, origin_location_id=location["id"])
+            package_ids = [item.id for item in bundle.items]
+            if db.execute("assign_packages_to_bundle", bundle_id=bundle_id, package_ids=package_ids) != len(package_ids):
+                raise RuntimeError(f"bundle {name}: a package was bundled concurrently")
+            log.info("bundle %s: %d packages, %d bytes (%.1f%% of limit)", name, len(package_ids), bundle.size,
+                     100 * bundle.size / limit)
+            created.append(bundle_id)
+    return created
+
+
+def write_bundles(db: OpsDb, location: dict[str, Any]) -> WriteResult:
+    """Write every PENDING bundle of a BUFFER location."""
+    result = WriteResult()
+    result.reclaimed = reclaim_abandoned(
+        db, location["id"], BUNDLE_KIND, "find_unfinished_data_transfer_packages", "data_transfer_package"
+    )
+    while claimed := db.fetch_all("claim_pending_data_transfer_packages", location_id=location["id"], limit=CLAIM_BATCH):
+        for bundle in claimed:
+            _write_claimed(db, bundle["id"], result)
+    return result
+
+
+def _write_claimed(db: OpsDb, bundle_id: int, result: WriteResult) -> None:
+    with db.lease(BUNDLE_KIND, bundle_id) as mine:
+        if not mine or not db.transition("data_transfer_package", bundle_id, Status.SCHEDULED, Status.IN_PROGRESS):
+            return
+        bundle = db.fetch_one("data_transfer_package", id=bundle_id)
+        root = Path(bundle["origin_root"])
+        members = [
+            Member(
+                source=root / p["path"],
+                arcname=p["path"],
+                size=p["size_bytes"],
+                checksum_algorithm=checksums.parse(p["checksum"])[0],
+                expected_checksum=p["checksum"],
+            )
+            for p in db.fetch_all("packages_of_bundle", bundle_id=bundle_id)
+        ]
+        algorithm = bundle["origin_settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
+        path = bundle_path(bundle["name"])
+        try:
+            archive = write_archive(root / path, members, algorithm)
+        except MemberChangedError as error:
+            reason = f"package tar in buffer changed or missing: {error}"
+            db.transition("data_transfer_package", bundle_id, Status.IN_PROGRESS, Status.FAILED, reason)
+            log.error("bundle %s FAILED: %s", bundle["name"], reason)
+            result.failed[bundle["name"]] = reason
+            return
+        with db.transaction():
+            db.execute("record_data_transfer_package_written", id=bundle_id, size_bytes=archive.size,
+                       checksum=archive.checksum)
+            db.fetch_value("upsert_bundle_copy", location_id=bundle["origin_location_id"], bundle_id=bundle_id,
+                           path=path, checksum=archive.checksum)
+            if not db.transition("data_transfer_package", bundle_id, Status.IN_PROGRESS, Status.COMPLETED):
+                raise RuntimeError(f"bundle {bundle['name']} left IN_PROGRESS while its tar was written")
+        log.info("bundle %s: %d packages, %d bytes, %s", bundle["name"], len(members), archive.size, archive.checksum)
+        result.completed.append(bundle["name"])

@@ -1,0 +1,266 @@
+"""Packaging: filed raw files -> RawDataPackage tars in the site's BUFFER.
+
+Two steps, each safe to re-run, kill or overlap:
+
+``plan_packages``
+    In one transaction, claims unpackaged files of a SOURCE location (``FOR UPDATE
+    SKIP LOCKED``), groups them by ExecutedObsUnit x InstrumentModule, splits each group
+    into packages no larger than the location's ``package_size_limit`` (path order, so
+    directory neighbours stay together; a single larger file gets a package of its own,
+    flagged ``oversized``), and records the packages PENDING with their files. A file is
+    in exactly one package, and no claimed file is left out.
+
+``write_packages``
+    Works through the location's PENDING packages: PENDING -> SCHEDULED (claim) ->
+    IN_PROGRESS -> COMPLETED | FAILED. Each package is written as a tar straight into the
+    site's primary BUFFER (lowest priority number among active buffers with enough free
+    space) under a temporary name, with the package checksum and every member checksum
+    computed in the same pass, then renamed. A worker holds a lease on the package
+    while it works; packages left SCHEDULED / IN_PROGRESS by a worker that died (lease
+    free) are handed back to PENDING at the start of the next run.
+
+A missing or changed file fails only its own package, with the reason in ops-db; no
+source file is ever deleted or modified here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ccat_operators import checksums
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.states import Status
+from ccat_operators.tarstream import Member, MemberChangedError, write_archive
+from ccat_operators.topology import SETTINGS
+
+log = logging.getLogger(__name__)
+
+PACKAGE_KIND = "raw_data_package"
+PLAN_BATCH = 50_000
+CLAIM_BATCH = 20
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class NoBufferError(RuntimeError):
+    """No active BUFFER at the site has room for a package."""
+
+
+@dataclass(frozen=True)
+class FileToPackage:
+    id: Any
+    relative_path: str
+    size: int
+
+
+def split_group(files: Sequence[FileToPackage], limit: int) -> list[tuple[list[FileToPackage], bool]]:
+    """Split one observation x module group into packages of at most ``limit`` bytes.
+
+    Files stay in the given (path) order. A file larger than ``limit`` becomes a package
+    of its own; the second element of each pair says whether the package is oversized.
+    """
+    packages: list[tuple[list[FileToPackage], bool]] = []
+    current: list[FileToPackage] = []
+    current_size = 0
+    for file in files:
+        if file.size > limit:
+            packages.append(([file], True))
+            continue
+        if current and current_size + file.size > limit:
+            packages.append((current, False))
+            current, current_size = [], 0
+        current.append(file)
+        current_size += file.size
+    if current:
+        packages.append((current, False))
+    return packages
+
+
+def package_name(row: dict[str, Any], first_file_id: Any) -> str:
+    """A readable, unique name: instrument, module, obs unit, start, first file's id."""
+    parts = (row["instrument"], row["module"], row["obs_unit"], f"{row['start_time']:%Y%m%dT%H%M%SZ}")
+    readable = "_".join(_UNSAFE.sub("-", part) for part in parts)
+    return f"{readable}_{str(first_file_id)[:8]}"
+
+
+def package_path(row: dict[str, Any], name: str) -> str:
+    """Where the tar lives under a buffer root: by instrument and observation date."""
+    return f"raw_data_packages/{_UNSAFE.sub('-', row['instrument'])}/{row['start_time']:%Y-%m-%d}/{name}.tar"
+
+
+@dataclass
+class PlanResult:
+    packages: list[int] = field(default_factory=list)
+    files: int = 0
+    oversized: int = 0
+
+
+def plan_packages(db: OpsDb, location: dict[str, Any], batch: int = PLAN_BATCH) -> PlanResult:
+    """Group the location's unpackaged files into PENDING packages (see module doc)."""
+    limit = location["settings"].get("package_size_limit", SETTINGS["package_size_limit"][1])
+    result = PlanResult()
+    while True:
+        with db.transaction():
+            rows = db.fetch_all("claim_unpackaged_files", location_id=location["id"], limit=batch)
+            for (_, _), group_rows in groupby(rows, key=lambda r: (r["executed_obs_unit_id"], r["instrument_module_id"])):
+                group = list(group_rows)
+                files = [FileToPackage(r["id"], r["relative_path"], r["size_bytes"]) for r in group]
+                for members, oversized in split_group(files, limit):
+                    result.packages.append(_record_package(db, location, group[0], members, oversized))
+                    result.files += len(members)
+                    result.oversized += oversized
+        if len(rows) < batch:
+            return result
+
+
+def _record_package(
+    db: OpsDb, location: dict[str, Any], row: dict[str, Any], members: list[FileToPackage], oversized: bool
+) -> int:
+    name = package_name(row, members[0].id)
+    package_id = db.fetch_value(
+        "insert_raw_data_package",
+        name=name,
+        executed_obs_unit_id=row["executed_obs_unit_id"],
+        instrument_module_id=row["instrument_module_id"],
+        source_location_id=location["id"],
+        relative_path=package_path(row, name),
+        size_bytes=None,
+        oversized=oversized,
+    )
+    assigned = db.execute("assign_files_to_package", package_id=package_id, file_ids=[m.id for m in members])
+    if assigned != len(members):
+        raise RuntimeError(f"package {name}: {len(members) - assigned} file(s) were packaged concurrently")
+    if oversized:
+        log.warning("package %s holds one file larger than the package size limit", name)
+    return package_id
+
+
+@dataclass
+class WriteResult:
+    completed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    reclaimed: list[str] = field(default_factory=list)
+
+
+def reclaim_abandoned(db: OpsDb, location_id: int, kind: str, find_query: str, table: str) -> list[str]:
+    """Hand items left SCHEDULED / IN_PROGRESS by a dead worker back to PENDING."""
+    reclaimed = []
+    for row in db.fetch_all(find_query, location_id=location_id, limit=10_000):
+        with db.lease(kind, row["id"]) as mine:
+            if mine and db.transition(table, row["id"], Status(row["status"]), Status.PENDING):
+                log.warning("%s %s was %s with no live worker; back to PENDING", kind, row["name"], row["status"])
+                reclaimed.append(row["name"])
+    return reclaimed
+
+
+def write_packages(db: OpsDb, location: dict[str, Any]) -> WriteResult:
+    """Write every PENDING package of a SOURCE location into its site's buffer."""
+    result = WriteResult()
+    result.reclaimed = reclaim_abandoned(
+        db, location["id"], PACKAGE_KIND, "find_unfinished_raw_data_packages", "raw_data_package"
+    )
+    while claimed := db.fetch_all("claim_pending_raw_data_packages", location_id=location["id"], limit=CLAIM_BATCH):
+        for position, package in enumerate(claimed):
+            try:
+                _write_claimed(db, package["id"], result)
+            except NoBufferError:
+                for rest in claimed[position:]:
+                    db.transition("raw_data_package", rest["id"], Status.SCHEDULED, Status.PENDING)
+                    db.transition("raw_data_package", rest["id"], Status.IN_PROGRESS, Status.PENDING)
+                raise
+    return result
+
+
+def _write_claimed(db: OpsDb, package_id: int, result: WriteResult) -> None:
+    with db.lease(PACKAGE_KIND, package_id) as mine:
+        if not mine or not db.transition("raw_data_package", package_id, Status.SCHEDULED, Status.IN_PROGRESS):
+            return
+        package = db.fetch_one("raw_data_package", id=package_id)
+        files = db.fetch_all("files_of_package", package_id=package_id)
+        try:
+            written = _write_tar(db, package, files)
+        except MemberChangedError as error:
+            reason = f"source file changed or missing: {error}"
+            db.transition("raw_data_package", package_id, Status.IN_PROGRESS, Status.FAILED, reason)
+            log.error("package %s FAILED: %s", package["name"], reason)
+            result.failed[package["name"]] = reason
+            return
+        log.info("package %s: %d files, %d bytes, %s", package["name"], len(files), written["size"], written["checksum"])
+        result.completed.append(package["name"])
+
+
+def _write_tar(db: OpsDb, package: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
+    source_root = Path(package["source_root"])
+    members = [
+        Member(
+            source=source_root / f["relative_path"],
+            arcname=f["relative_path"],
+            size=f["size_bytes"],
+            checksum_algorithm=checksums.parse(f["checksum"])[0],
+            expected_checksum=f["checksum"],
+        )
+        for f in files
+    ]
+    total = sum(f["size_bytes"] for f in files)
+    buffer = choose_buffer(db, package["site"], total)
+    algorithm = buffer["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
+    archive = write_archive(Path(buffer["root_path"]) / package["relative_path"], members, algorithm)
+    with db.transaction():
+        db.execute("record_raw_data_package_written", id=package["id"], size_bytes=archive.size, checksum=archive.checksum)
+        db.fetch_value(
+            "upsert_package_copy",
+            location_id=buffer["id"],
+            package_id=package["id"],
+            path=package["relative_path"],
+            checksum=archive.checksum,
+        )
+        db.fetch_value(
+            "upsert_package_copy",
+            location_id=package["source_location_id"],
+            package_id=package["id"],
+            path=common_directory(f["relative_path"] for f in files),
+            checksum=None,
+        )
+        if not db.transition("raw_data_package", package["id"], Status.IN_PROGRESS, Status.COMPLETED):
+            raise RuntimeError(f"package {package['name']} left IN_PROGRESS while its tar was written")
+    return {"size": archive.size, "checksum": archive.checksum}
+
+
+def common_directory(paths: Iterable[str]) -> str:
+    """The deepest directory containing every path (the package's files at the source)."""
+    parents = [PurePosixPath(p).parent.parts for p in paths]
+    common: list[str] = []
+    for parts in zip(*parents, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "/".join(common) or "."
+
+
+def choose_buffer(db: OpsDb, site: str, size: int) -> dict[str, Any]:
+    """Return the site's preferred active buffer with room for ``size`` more bytes.
+
+    Buffers are tried in priority order; one is skipped when its free space after the
+    write would fall below its ``min_free_space`` setting (or it is not mounted).
+    """
+    site_id = db.fetch_value("site_id", short_name=site)
+    reasons = []
+    for buffer in db.fetch_all("active_buffers_of_site", site_id=site_id):
+        root = Path(buffer["root_path"])
+        reserve = buffer["settings"].get("min_free_space", 0)
+        try:
+            free = shutil.disk_usage(root).free
+        except FileNotFoundError:
+            reasons.append(f"{site}/{buffer['name']}: {root} is not mounted")
+            continue
+        if free - size < reserve:
+            reasons.append(f"{site}/{buffer['name']}: {free} bytes free, needs {size} + reserve {reserve}")
+            continue
+        return buffer
+    raise NoBufferError(f"no active buffer at site {site} can take {size} bytes: " + "; ".join(reasons or ["none"]))

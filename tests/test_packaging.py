@@ -1,0 +1,261 @@
+"""Packaging on a real PostgreSQL with real files: tars, checksums, limits, failover, crash safety."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ccat_operators import packaging
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.packaging import NoBufferError
+from ccat_operators.tarstream import part_path
+from tests.conftest import REPO
+from tests.helpers import apply_topology, file_random_observation, location_row
+
+SOURCE = "ccat/telescope_computer"
+
+
+def set_source(document: dict, **settings) -> None:
+    document["sites"]["ccat"]["locations"]["telescope_computer"]["settings"].update(settings)
+
+
+@pytest.fixture
+def site(ops_db: OpsDb, data_root: Path, tmp_path: Path):
+    """Example topology with a 1 MB package limit; returns the source root."""
+    apply_topology(ops_db, tmp_path, lambda d: set_source(d, package_size_limit="1MB"))
+    return data_root / "ccat" / "telescope_computer"
+
+
+def packages(db: OpsDb) -> list[dict]:
+    return db.conn.execute("SELECT * FROM raw_data_package ORDER BY id").fetchall()
+
+
+def tar_contents(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as archive:
+        return {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+
+
+def sha256_of(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_packaging(db: OpsDb) -> packaging.WriteResult:
+    source = location_row(db, SOURCE)
+    packaging.plan_packages(db, source)
+    return packaging.write_packages(db, source)
+
+
+def test_tars_hold_exactly_the_filed_files_with_verified_checksums(ops_db: OpsDb, site: Path, data_root: Path) -> None:
+    filed = file_random_observation(ops_db, site, [300_000, 200_000, 450_000, 100_000, 700_000])
+    filed |= file_random_observation(ops_db, site, [50_000, 60_000], module="350GHz")
+    result = run_packaging(ops_db)
+    assert result.failed == {}
+
+    seen: dict[str, bytes] = {}
+    for package in packages(ops_db):
+        assert package["status"] == "COMPLETED"
+        tar = data_root / "ccat" / "buffer" / package["relative_path"]
+        assert package["checksum"] == sha256_of(tar)
+        assert package["size_bytes"] == tar.stat().st_size
+        contents = tar_contents(tar)
+        files = ops_db.fetch_all("files_of_package", package_id=package["id"])
+        assert sorted(contents) == [f["relative_path"] for f in files]
+        for f in files:
+            assert f["checksum"] == "sha256:" + hashlib.sha256(contents[f["relative_path"]]).hexdigest()
+        seen |= contents
+        copies = ops_db.conn.execute(
+            "SELECT l.name, c.status, c.checksum FROM physical_copy c JOIN data_location l ON l.id = c.data_location_id"
+            " WHERE c.raw_data_package_id = %s ORDER BY l.name",
+            (package["id"],),
+        ).fetchall()
+        assert copies == [
+            {"name": "buffer", "status": "PRESENT", "checksum": package["checksum"]},
+            {"name": "telescope_computer", "status": "PRESENT", "checksum": None},
+        ]
+    assert seen == filed  # every filed file, byte for byte, in exactly one package
+    assert not list((data_root / "ccat" / "buffer").rglob("*.part"))
+
+
+def test_size_limit_holds_and_a_larger_file_gets_its_own_flagged_package(ops_db: OpsDb, site: Path) -> None:
+    file_random_observation(ops_db, site, [400_000, 400_000, 400_000, 2_500_000, 100_000, 900_000])
+    run_packaging(ops_db)
+    rows = packages(ops_db)
+    contents = {p["id"]: ops_db.fetch_all("files_of_package", package_id=p["id"]) for p in rows}
+    oversized = [p for p in rows if p["oversized"]]
+    assert [len(contents[p["id"]]) for p in oversized] == [1]
+    assert contents[oversized[0]["id"]][0]["size_bytes"] == 2_500_000
+    for p in rows:
+        if not p["oversized"]:
+            assert sum(f["size_bytes"] for f in contents[p["id"]]) <= 1_000_000
+    assert sum(len(c) for c in contents.values()) == 6
+
+
+def test_groups_never_mix_observations_or_modules(ops_db: OpsDb, site: Path) -> None:
+    file_random_observation(ops_db, site, [10_000] * 3, module="280GHz", minute=0)
+    file_random_observation(ops_db, site, [10_000] * 3, module="350GHz", minute=0)
+    file_random_observation(ops_db, site, [10_000] * 3, module="280GHz", minute=30)
+    run_packaging(ops_db)
+    groups = ops_db.conn.execute(
+        "SELECT raw_data_package_id, count(DISTINCT (executed_obs_unit_id, instrument_module_id)) AS n "
+        "FROM raw_data_file GROUP BY 1"
+    ).fetchall()
+    assert len(groups) == 3 and all(g["n"] == 1 for g in groups)
+
+
+def test_rerun_creates_no_duplicates(ops_db: OpsDb, site: Path) -> None:
+    file_random_observation(ops_db, site, [300_000] * 7)
+    run_packaging(ops_db)
+    before = packages(ops_db)
+    again = run_packaging(ops_db)
+    assert again.completed == [] and packages(ops_db) == before
+
+
+def test_overlapping_runs_package_every_file_exactly_once(ops_db: OpsDb, ops_db_url: str, site: Path) -> None:
+    for minute in range(6):
+        file_random_observation(ops_db, site, [150_000] * 8, minute=minute)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with OpsDb.connect(ops_db_url) as db:
+                run_packaging(db)
+        except BaseException as error:  # asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    rows = packages(ops_db)
+    assert {p["status"] for p in rows} == {"COMPLETED"}
+    unpackaged = ops_db.conn.execute("SELECT count(*) AS n FROM raw_data_file WHERE raw_data_package_id IS NULL")
+    assert unpackaged.fetchone()["n"] == 0
+    members = [m for p in rows for m in tar_contents(site.parent / "buffer" / p["relative_path"])]
+    assert len(members) == len(set(members)) == 48
+
+
+def test_missing_or_changed_file_fails_only_its_package(ops_db: OpsDb, site: Path) -> None:
+    healthy = file_random_observation(ops_db, site, [200_000] * 3, minute=0)
+    missing = file_random_observation(ops_db, site, [200_000] * 3, minute=10)
+    changed = file_random_observation(ops_db, site, [200_000] * 3, minute=20)
+    gone = sorted(missing)[1]
+    (site / gone).unlink()
+    grown = sorted(changed)[0]
+    with open(site / grown, "ab") as stream:
+        stream.write(b"late bytes")
+
+    result = run_packaging(ops_db)
+    assert len(result.failed) == 2 and len(result.completed) == 1
+    failed = [p for p in packages(ops_db) if p["status"] == "FAILED"]
+    assert any(gone in p["failure_reason"] and "missing" in p["failure_reason"] for p in failed)
+    assert any(grown in p["failure_reason"] and "size on disk" in p["failure_reason"] for p in failed)
+    # Nothing was deleted or modified at the source.
+    for relative, content in healthy.items():
+        assert (site / relative).read_bytes() == content
+    assert (site / grown).read_bytes() == changed[grown] + b"late bytes"
+    buffer = site.parent / "buffer"
+    assert not list(buffer.rglob("*.part"))
+    assert len(list(buffer.rglob("*.tar"))) == 1
+
+
+def test_buffer_failover(ops_db: OpsDb, data_root: Path, tmp_path: Path) -> None:
+    def two_buffers(document: dict, primary_active: bool = True, reserve: str = "0") -> None:
+        locations = document["sites"]["ccat"]["locations"]
+        locations["buffer"]["active"] = primary_active
+        locations["buffer"].setdefault("settings", {})["min_free_space"] = reserve
+        locations["buffer2"] = {"type": "BUFFER", "root_path": f"{data_root}/ccat/buffer2", "priority": 2}
+
+    apply_topology(ops_db, tmp_path, two_buffers)
+    source = data_root / "ccat" / "telescope_computer"
+    file_random_observation(ops_db, source, [1000], minute=0)
+    run_packaging(ops_db)
+    assert len(list((data_root / "ccat" / "buffer").rglob("*.tar"))) == 1
+
+    apply_topology(ops_db, tmp_path, lambda d: two_buffers(d, primary_active=False))
+    file_random_observation(ops_db, source, [1000], minute=10)
+    run_packaging(ops_db)
+    assert len(list((data_root / "ccat" / "buffer2").rglob("*.tar"))) == 1
+
+    # Primary back, but lacking free space (reserve larger than any disk): next buffer.
+    apply_topology(ops_db, tmp_path, lambda d: two_buffers(d, reserve="1PB"))
+    file_random_observation(ops_db, source, [1000], minute=20)
+    run_packaging(ops_db)
+    assert len(list((data_root / "ccat" / "buffer2").rglob("*.tar"))) == 2
+    buffers = ops_db.conn.execute(
+        "SELECT l.name FROM physical_copy c JOIN data_location l ON l.id = c.data_location_id "
+        "WHERE l.location_type = 'BUFFER' ORDER BY c.raw_data_package_id"
+    ).fetchall()
+    assert [b["name"] for b in buffers] == ["buffer", "buffer2", "buffer2"]
+
+
+def test_no_buffer_with_space_leaves_packages_pending(ops_db: OpsDb, data_root: Path, tmp_path: Path) -> None:
+    apply_topology(
+        ops_db, tmp_path, lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(settings={"min_free_space": "1PB"})
+    )
+    file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [1000, 2000])
+    with pytest.raises(NoBufferError, match="no active buffer at site ccat can take"):
+        run_packaging(ops_db)
+    assert {p["status"] for p in packages(ops_db)} == {"PENDING"}
+
+
+KILLABLE_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from ccat_operators import packaging, tarstream
+    from ccat_operators.opsdb import OpsDb
+
+    original = tarstream._write_all
+    def slow(fd, data):
+        original(fd, data)
+        time.sleep(0.05)
+    tarstream._write_all = slow
+    with OpsDb.connect(sys.argv[1]) as db:
+        location = db.fetch_one("data_location_by_key", site="ccat", name="telescope_computer")
+        packaging.write_packages(db, location)
+    """
+)
+
+
+def test_killed_writer_leaves_no_partial_tar_and_rerun_completes(
+    ops_db: OpsDb, ops_db_url: str, site: Path, data_root: Path
+) -> None:
+    filed = file_random_observation(ops_db, site, [900_000] * 1 + [300_000] * 3)
+    packaging.plan_packages(ops_db, location_row(ops_db, SOURCE))
+    writer = subprocess.Popen([sys.executable, "-c", KILLABLE_WRITER, ops_db_url], cwd=REPO)
+    buffer = data_root / "ccat" / "buffer"
+    deadline = time.monotonic() + 30
+    while not list(buffer.rglob("*.part")):
+        assert time.monotonic() < deadline and writer.poll() is None, "writer never started a tar"
+        time.sleep(0.01)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+
+    in_flight = [p for p in packages(ops_db) if p["status"] == "IN_PROGRESS"]
+    assert len(in_flight) == 1
+    final = buffer / in_flight[0]["relative_path"]
+    assert not final.exists() and part_path(final).exists()  # partial data only under .part
+
+    result = packaging.write_packages(ops_db, location_row(ops_db, SOURCE))
+    assert in_flight[0]["name"] in result.reclaimed
+    assert {p["status"] for p in packages(ops_db)} == {"COMPLETED"}
+    assert not list(buffer.rglob("*.part"))
+    members = {}
+    for package in packages(ops_db):
+        tar = buffer / package["relative_path"]
+        assert package["checksum"] == sha256_of(tar)
+        members |= tar_contents(tar)
+    assert members == filed
+    copies = ops_db.conn.execute("SELECT count(*) AS n FROM physical_copy").fetchone()["n"]
+    assert copies == 2 * len(packages(ops_db))
