@@ -33,6 +33,9 @@ os.environ.update(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg://ccat@127.0.0.1:{PORT}/airflow",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "CCAT_DATA_ROOT": str(DATA_ROOT),
+        # Small packages and no waiting for full bundles, so the demo's ~40 MB shows every step.
+        "CCAT_PACKAGE_SIZE_LIMIT": "8MB",
+        "CCAT_BUNDLE_MAX_AGE": "0s",
     }
 )
 
@@ -54,6 +57,8 @@ OBSERVATIONS = [
 #: DAGs run by the demo, in pipeline order, with their run configuration.
 PIPELINE_DAGS: list[tuple[str, dict]] = [
     ("ccat_topology", {"topology_file": str(default_topology_file())}),
+    ("ccat_packaging", {}),
+    ("ccat_bundling", {}),
 ]
 
 

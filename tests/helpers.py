@@ -82,7 +82,12 @@ def location_row(db: OpsDb, key: str) -> dict:
 
 
 def file_random_observation(
-    db: OpsDb, root: Path, sizes: list[int], module: str = "280GHz", obs_unit: str = "orion_map", minute: int = 0,
+    db: OpsDb,
+    root: Path,
+    sizes: list[int],
+    module: str = "280GHz",
+    obs_unit: str = "orion_map",
+    minute: int = 0,
     seed: int = 0,
 ) -> dict[str, bytes]:
     """Write files of the given sizes under ``root`` and file them as one observation."""

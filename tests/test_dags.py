@@ -69,3 +69,38 @@ def test_topology_dag_fails_on_a_bad_file_and_applies_nothing(
     run = load_dagbag().get_dag("ccat_topology").test(run_conf={"topology_file": str(bad)})
     assert run.state == "failed"
     assert ops_db.fetch_all("sites") == []
+
+
+def test_packaging_and_bundling_dags_run_through_airflow(
+    airflow_db, ops_db: OpsDb, ops_db_url: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import apply_topology, file_random_observation
+
+    def fast_bundles(document: dict) -> None:
+        document["sites"]["ccat"]["locations"]["buffer"]["settings"]["bundle_max_age"] = "0s"
+
+    _, topology_file = apply_topology(ops_db, tmp_path, fast_bundles)
+    monkeypatch.setenv("CCAT_TOPOLOGY", str(topology_file))
+    monkeypatch.setenv("AIRFLOW_CONN_CCAT_OPS_DB", ops_db_url)
+    source = data_root / "ccat" / "telescope_computer"
+    file_random_observation(ops_db, source, [10_000, 20_000], minute=0)
+    file_random_observation(ops_db, source, [30_000], module="350GHz", minute=0)
+    broken = file_random_observation(ops_db, source, [5_000, 5_000], minute=30)
+    (source / sorted(broken)[0]).unlink()
+
+    dagbag = load_dagbag()
+    packaging_run = dagbag.get_dag("ccat_packaging").test()
+    # The broken observation fails its own package (and so the task, without retries) ...
+    assert packaging_run.state == "failed"
+    statuses = ops_db.conn.execute("SELECT status, count(*) AS n FROM raw_data_package GROUP BY 1 ORDER BY 1")
+    assert {r["status"]: r["n"] for r in statuses.fetchall()} == {"COMPLETED": 2, "FAILED": 1}
+
+    # ... while the completed packages move on to bundling.
+    bundling_run = dagbag.get_dag("ccat_bundling").test()
+    assert bundling_run.state == "success"
+    bundle = ops_db.conn.execute("SELECT * FROM data_transfer_package").fetchall()
+    assert [b["status"] for b in bundle] == ["COMPLETED"]
+    inner = ops_db.conn.execute(
+        "SELECT count(*) AS n FROM raw_data_package WHERE data_transfer_package_id = %s", (bundle[0]["id"],)
+    )
+    assert inner.fetchone()["n"] == 2

@@ -70,7 +70,9 @@ def first_fit_decreasing(items: list[Item], limit: int) -> list[Bin]:
     return bins
 
 
-def bins_to_send(bins: list[Bin], limit: int, max_age: timedelta, now: datetime, fill_target: float = FILL_TARGET) -> list[Bin]:
+def bins_to_send(
+    bins: list[Bin], limit: int, max_age: timedelta, now: datetime, fill_target: float = FILL_TARGET
+) -> list[Bin]:
     """The bins that leave now: full enough, oversized, or holding a package older than ``max_age``."""
     return [b for b in bins if b.size >= fill_target * limit or now - b.oldest >= max_age]
 
@@ -94,10 +96,17 @@ def plan_bundles(db: OpsDb, location: dict[str, Any], now: datetime | None = Non
             name = f"{location['site']}_{location['name']}_{now:%Y%m%dT%H%M%S}_{first}_{number:03d}"
             bundle_id = db.fetch_value("insert_data_transfer_package", name=name, origin_location_id=location["id"])
             package_ids = [item.id for item in bundle.items]
-            if db.execute("assign_packages_to_bundle", bundle_id=bundle_id, package_ids=package_ids) != len(package_ids):
+            if db.execute("assign_packages_to_bundle", bundle_id=bundle_id, package_ids=package_ids) != len(
+                package_ids
+            ):
                 raise RuntimeError(f"bundle {name}: a package was bundled concurrently")
-            log.info("bundle %s: %d packages, %d bytes (%.1f%% of limit)", name, len(package_ids), bundle.size,
-                     100 * bundle.size / limit)
+            log.info(
+                "bundle %s: %d packages, %d bytes (%.1f%% of limit)",
+                name,
+                len(package_ids),
+                bundle.size,
+                100 * bundle.size / limit,
+            )
             created.append(bundle_id)
     return created
 
@@ -108,7 +117,9 @@ def write_bundles(db: OpsDb, location: dict[str, Any]) -> WriteResult:
     result.reclaimed = reclaim_abandoned(
         db, location["id"], BUNDLE_KIND, "find_unfinished_data_transfer_packages", "data_transfer_package"
     )
-    while claimed := db.fetch_all("claim_pending_data_transfer_packages", location_id=location["id"], limit=CLAIM_BATCH):
+    while claimed := db.fetch_all(
+        "claim_pending_data_transfer_packages", location_id=location["id"], limit=CLAIM_BATCH
+    ):
         for bundle in claimed:
             _write_claimed(db, bundle["id"], result)
     return result
@@ -141,10 +152,16 @@ def _write_claimed(db: OpsDb, bundle_id: int, result: WriteResult) -> None:
             result.failed[bundle["name"]] = reason
             return
         with db.transaction():
-            db.execute("record_data_transfer_package_written", id=bundle_id, size_bytes=archive.size,
-                       checksum=archive.checksum)
-            db.fetch_value("upsert_bundle_copy", location_id=bundle["origin_location_id"], bundle_id=bundle_id,
-                           path=path, checksum=archive.checksum)
+            db.execute(
+                "record_data_transfer_package_written", id=bundle_id, size_bytes=archive.size, checksum=archive.checksum
+            )
+            db.fetch_value(
+                "upsert_bundle_copy",
+                location_id=bundle["origin_location_id"],
+                bundle_id=bundle_id,
+                path=path,
+                checksum=archive.checksum,
+            )
             if not db.transition("data_transfer_package", bundle_id, Status.IN_PROGRESS, Status.COMPLETED):
                 raise RuntimeError(f"bundle {bundle['name']} left IN_PROGRESS while its tar was written")
         log.info("bundle %s: %d packages, %d bytes, %s", bundle["name"], len(members), archive.size, archive.checksum)

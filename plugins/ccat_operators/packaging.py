@@ -108,7 +108,9 @@ def plan_packages(db: OpsDb, location: dict[str, Any], batch: int = PLAN_BATCH) 
     while True:
         with db.transaction():
             rows = db.fetch_all("claim_unpackaged_files", location_id=location["id"], limit=batch)
-            for (_, _), group_rows in groupby(rows, key=lambda r: (r["executed_obs_unit_id"], r["instrument_module_id"])):
+            for (_, _), group_rows in groupby(
+                rows, key=lambda r: (r["executed_obs_unit_id"], r["instrument_module_id"])
+            ):
                 group = list(group_rows)
                 files = [FileToPackage(r["id"], r["relative_path"], r["size_bytes"]) for r in group]
                 for members, oversized in split_group(files, limit):
@@ -191,7 +193,9 @@ def _write_claimed(db: OpsDb, package_id: int, result: WriteResult) -> None:
             log.error("package %s FAILED: %s", package["name"], reason)
             result.failed[package["name"]] = reason
             return
-        log.info("package %s: %d files, %d bytes, %s", package["name"], len(files), written["size"], written["checksum"])
+        log.info(
+            "package %s: %d files, %d bytes, %s", package["name"], len(files), written["size"], written["checksum"]
+        )
         result.completed.append(package["name"])
 
 
@@ -212,7 +216,9 @@ def _write_tar(db: OpsDb, package: dict[str, Any], files: list[dict[str, Any]]) 
     algorithm = buffer["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
     archive = write_archive(Path(buffer["root_path"]) / package["relative_path"], members, algorithm)
     with db.transaction():
-        db.execute("record_raw_data_package_written", id=package["id"], size_bytes=archive.size, checksum=archive.checksum)
+        db.execute(
+            "record_raw_data_package_written", id=package["id"], size_bytes=archive.size, checksum=archive.checksum
+        )
         db.fetch_value(
             "upsert_package_copy",
             location_id=buffer["id"],

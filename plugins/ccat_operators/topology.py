@@ -348,6 +348,8 @@ class _Parser:
             if name not in SETTINGS:
                 continue
             parser = SETTINGS[name][0]
+            if isinstance(raw, str):
+                raw = self.expand(raw, f"{key}.{name}")
             try:
                 settings[name] = parser(raw)
             except ValueError as error:
@@ -364,8 +366,9 @@ class _Parser:
         self.unknown_keys(spec, RETENTION_KEYS, key)
         period = 0
         if spec.get("period") is not None:
+            raw = spec["period"]
             try:
-                period = parse_duration(spec["period"])
+                period = parse_duration(self.expand(raw, f"{key}.period") if isinstance(raw, str) else raw)
             except ValueError as error:
                 self.problem(f"{key}.period", str(error))
         threshold = spec.get("disk_pressure_threshold")

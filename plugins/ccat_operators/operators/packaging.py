@@ -20,7 +20,9 @@ def raise_for_failures(kind: str, result: packaging.WriteResult) -> dict[str, An
     summary = {"completed": len(result.completed), "failed": len(result.failed), "reclaimed": len(result.reclaimed)}
     if result.failed:
         details = "; ".join(f"{name}: {reason}" for name, reason in result.failed.items())
-        raise AirflowFailException(f"{len(result.failed)} {kind}(s) FAILED ({summary['completed']} completed): {details}")
+        raise AirflowFailException(
+            f"{len(result.failed)} {kind}(s) FAILED ({summary['completed']} completed): {details}"
+        )
     return summary
 
 
