@@ -259,3 +259,14 @@ def test_killed_writer_leaves_no_partial_tar_and_rerun_completes(
     assert members == filed
     copies = ops_db.conn.execute("SELECT count(*) AS n FROM physical_copy").fetchone()["n"]
     assert copies == 2 * len(packages(ops_db))
+
+
+def test_planning_in_small_batches_keeps_groups_whole(ops_db: OpsDb, site: Path) -> None:
+    for minute in range(4):
+        file_random_observation(ops_db, site, [1000] * 3, minute=minute)
+    result = packaging.plan_packages(ops_db, location_row(ops_db, SOURCE), batch=4)
+    assert result.files == 12
+    sizes = ops_db.conn.execute(
+        "SELECT raw_data_package_id, count(*) AS n FROM raw_data_file GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert [row["n"] for row in sizes] == [3, 3, 3, 3]

@@ -108,10 +108,12 @@ def plan_packages(db: OpsDb, location: dict[str, Any], batch: int = PLAN_BATCH) 
     while True:
         with db.transaction():
             rows = db.fetch_all("claim_unpackaged_files", location_id=location["id"], limit=batch)
-            for (_, _), group_rows in groupby(
-                rows, key=lambda r: (r["executed_obs_unit_id"], r["instrument_module_id"])
-            ):
-                group = list(group_rows)
+            groups = [
+                list(g) for _, g in groupby(rows, key=lambda r: (r["executed_obs_unit_id"], r["instrument_module_id"]))
+            ]
+            if len(rows) == batch and len(groups) > 1:
+                groups.pop()  # it may go on past this batch: package it whole next time round
+            for group in groups:
                 files = [FileToPackage(r["id"], r["relative_path"], r["size_bytes"]) for r in group]
                 for members, oversized in split_group(files, limit):
                     result.packages.append(_record_package(db, location, group[0], members, oversized))
