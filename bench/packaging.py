@@ -150,10 +150,14 @@ def main() -> int:
             for path in out.iterdir():
                 path.unlink()
         ours_median, base_median = statistics.median(ours_times), statistics.median(base_times)
-        print(f"ours (tar + package + member checksums, fsync): median {ours_median:.2f} s "
-              f"({size / ours_median / 1e6:.0f} MB/s) runs {[round(t, 2) for t in ours_times]}")
-        print(f"baseline tar cf + hashlib {args.algorithm}: median {base_median:.2f} s "
-              f"({size / base_median / 1e6:.0f} MB/s) runs {[round(t, 2) for t in base_times]}")
+        print(
+            f"ours (tar + package + member checksums, fsync): median {ours_median:.2f} s "
+            f"({size / ours_median / 1e6:.0f} MB/s) runs {[round(t, 2) for t in ours_times]}"
+        )
+        print(
+            f"baseline tar cf + hashlib {args.algorithm}: median {base_median:.2f} s "
+            f"({size / base_median / 1e6:.0f} MB/s) runs {[round(t, 2) for t in base_times]}"
+        )
         ratio = base_median / ours_median
         print(f"throughput ratio vs tar cf + hash: {ratio:.2f}x (goal >= 1.0) {'PASS' if ratio >= 1.0 else 'FAIL'}")
         if sum_times:
@@ -165,14 +169,18 @@ def main() -> int:
         rss_small = child_rss(ours(small, out / "small.tar", args.algorithm))
         rss_large = child_rss(ours(src, out / "large.tar", args.algorithm))
         worst = max(rss_small, rss_large)
-        print(f"peak RSS: {rss_small / 2**20:.0f} MiB for a 50 MB package, {rss_large / 2**20:.0f} MiB for "
-              f"{size / 1e9:.1f} GB (goal < 200 MiB) {'PASS' if worst < 200 * 2**20 else 'FAIL'}")
+        print(
+            f"peak RSS: {rss_small / 2**20:.0f} MiB for a 50 MB package, {rss_large / 2**20:.0f} MiB for "
+            f"{size / 1e9:.1f} GB (goal < 200 MiB) {'PASS' if worst < 200 * 2**20 else 'FAIL'}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     fill, bundles, waiting = fill_ratio()
-    print(f"bundle fill: {fill:.1%} mean over {bundles} full bundles (FFD, 1-50 GB packages, 100 GB limit); "
-          f"{waiting:.1%} of bytes wait for the next run (goal >= 95%) {'PASS' if fill >= 0.95 else 'FAIL'}")
+    print(
+        f"bundle fill: {fill:.1%} mean over {bundles} full bundles (FFD, 1-50 GB packages, 100 GB limit); "
+        f"{waiting:.1%} of bytes wait for the next run (goal >= 95%) {'PASS' if fill >= 0.95 else 'FAIL'}"
+    )
     return 0
 
 

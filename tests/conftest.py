@@ -96,3 +96,17 @@ def example_topology(ops_db: OpsDb, data_root: Path) -> topology.Topology:
     loaded = topology.load(EXAMPLE_TOPOLOGY)
     topology.apply(ops_db, loaded)
     return loaded
+
+
+@pytest.fixture(scope="module")
+def site_network(tmp_path_factory: pytest.TempPathFactory):
+    """Namespaces ccat, cologne and us on a private bridge; sshd (with rsync) at cologne and us."""
+    from tests.sitenet import SiteNetwork
+
+    network = SiteNetwork(tmp_path_factory.mktemp("sitenet")).start()
+    try:
+        network.start_sshd("cologne")
+        network.start_sshd("us")
+        yield network
+    finally:
+        network.stop()

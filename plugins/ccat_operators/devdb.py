@@ -78,6 +78,10 @@ class LocalPostgres:
         """Return the libpq URL of database ``dbname`` on this server."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
 
+    def socket_url(self, dbname: str = "postgres") -> str:
+        """URL of ``dbname`` over the unix socket (reachable from other network namespaces)."""
+        return f"postgresql://{SUPERUSER}@localhost:{self.port}/{dbname}?host={self.directory / 'run'}"
+
     def _as_service_user(self, argv: list[str]) -> list[str]:
         if os.geteuid() != 0:
             return argv

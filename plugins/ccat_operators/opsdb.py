@@ -166,6 +166,20 @@ class OpsDb:
         )
         return cursor.rowcount == 1
 
+    def transition_unpack(
+        self, transfer_id: int, expected: Status, new: Status, failure_reason: str | None = None
+    ) -> bool:
+        """Guarded change of a DataTransfer's unpack status (its transfer must be COMPLETED)."""
+        check_status_transition(expected, new)
+        touched = self.execute(
+            "transition_unpack_status",
+            id=transfer_id,
+            expected=Status(expected).value,
+            new=Status(new).value,
+            failure_reason=failure_reason,
+        )
+        return touched == 1
+
     def transition_copy(
         self,
         copy_id: int,

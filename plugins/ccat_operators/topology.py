@@ -36,6 +36,8 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "bundle_max_age": (parse_duration, 6 * 3600),
     "min_free_space": (parse_size, 0),
     "checksum_algorithm": (str, "sha256"),
+    "transfer_method": (str, "rsync"),
+    "ssh_conn_id": (str, None),
 }
 CHECKSUM_ALGORITHMS = ("sha256", "xxh3_128")
 
@@ -354,6 +356,11 @@ class _Parser:
                 settings[name] = parser(raw)
             except ValueError as error:
                 self.problem(f"{key}.{name}", str(error))
+        method = settings.get("transfer_method")
+        if method is not None and method not in {m.value for m in TransferMethod}:
+            self.problem(
+                f"{key}.transfer_method", f"{method!r} is not one of {', '.join(m.value for m in TransferMethod)}"
+            )
         algorithm = settings.get("checksum_algorithm")
         if algorithm is not None and algorithm not in CHECKSUM_ALGORITHMS:
             self.problem(f"{key}.checksum_algorithm", f"{algorithm!r} is not one of {', '.join(CHECKSUM_ALGORITHMS)}")
@@ -402,7 +409,8 @@ class _Parser:
             self.problem(f"{key}.via", "a RELAY route needs `via`, and only a RELAY route may have it")
         locations: dict[str, str | None] = {}
         for end, site_end in (("from_location", "from"), ("to_location", "to")):
-            value = self.text(spec.get(end), f"{key}.{end}", required=route_type == RouteType.CUSTOM)
+            needed = route_type == RouteType.CUSTOM or (route_type == RouteType.DIRECT and end == "to_location")
+            value = self.text(spec.get(end), f"{key}.{end}", required=needed)
             if value is not None:
                 if value not in location_keys:
                     self.problem(f"{key}.{end}", f"unknown location {value!r} (write it as site/location)")

@@ -1,0 +1,84 @@
+"""ccat_transfer: route bundles and send them buffer -> buffer between sites."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, TaskGroup
+
+from ccat_operators import topology
+from ccat_operators.operators.transfer import (
+    FindTransfersOperator,
+    RouteBundlesOperator,
+    SendTransferOperator,
+    transfer_pool,
+)
+from ccat_operators.paths import default_topology_file
+from ccat_operators.queues import Operation, queue_name
+from ccat_operators.states import LocationType
+
+DOC = """
+### Transfer
+
+For every active BUFFER location, on its `..._data_transfer` queue:
+
+1. **route_bundles** gives each completed bundle its DataTransfers, once: a primary
+   leg to one long-term-archive site chosen round-robin, and secondary legs from there to
+   every other archive site (route overrides: DIRECT, RELAY, CUSTOM).
+2. per destination site, **find_transfers_to_SITE** lists transfers that can go now and
+   **send_to_SITE** sends each (one mapped task per bundle, labelled with its name) with
+   the route's method (rsync over SSH, bbcp, or local), into a `.part` name, verified by
+   size and checksum *at the destination*, then renamed. Parallel sends per route are
+   limited by the pool `ccat_transfer_<origin>_to_<destination>` (edit its slots under
+   Admin > Pools).
+
+States: DataTransfer **PENDING -> SCHEDULED -> IN_PROGRESS -> COMPLETED**; a failed try
+goes back to PENDING and the task retries with exponential backoff; after the last retry
+it is **FAILED** with the reason (`data_transfer.failure_reason`). Each try writes a
+`data_transfer_log` row pointing to the command's output file.
+
+**On failure**: read the log file named in the task log. Fix the cause (SSH key, disk,
+route) and clear the mapped task: it resumes the partial copy, or finishes at once if
+the destination already holds a verified copy. A route whose method cannot run (e.g.
+no `bbcp` binary) fails without retries and says so.
+"""
+
+TOPOLOGY = topology.load(default_topology_file())
+BUFFERS = [loc for loc in TOPOLOGY.locations if loc.type == LocationType.BUFFER and loc.active]
+SITES_WITH_BUFFERS = sorted({loc.site for loc in BUFFERS})
+
+with DAG(
+    dag_id="ccat_transfer",
+    schedule="@hourly",
+    catchup=False,
+    max_active_runs=1,
+    tags=["ccat", "transfer"],
+    doc_md=DOC,
+    default_args={
+        "retries": 4,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(hours=1),
+    },
+):
+    for origin in BUFFERS:
+        queue = queue_name(origin.site, origin.name, Operation.DATA_TRANSFER)
+        with TaskGroup(group_id=f"{origin.site}_{origin.name}", tooltip=f"transfers from {origin.key}"):
+            route = RouteBundlesOperator(task_id="route_bundles", location=origin.key, queue=queue)
+            for destination in SITES_WITH_BUFFERS:
+                if destination == origin.site:
+                    continue
+                find = FindTransfersOperator(
+                    task_id=f"find_transfers_to_{destination}",
+                    location=origin.key,
+                    destination_site=destination,
+                    queue=queue,
+                )
+                send = SendTransferOperator.partial(
+                    task_id=f"send_to_{destination}",
+                    location=origin.key,
+                    queue=queue,
+                    pool=transfer_pool(origin.site, destination),
+                    map_index_template="{{ task.bundle }}",
+                ).expand_kwargs(find.output)
+                route >> find

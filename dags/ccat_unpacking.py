@@ -1,0 +1,52 @@
+"""ccat_unpacking: arrived bundles -> verified RawDataPackages in the destination buffer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from ccat_operators import topology
+from ccat_operators.operators.transfer import UnpackBundlesOperator
+from ccat_operators.paths import default_topology_file
+from ccat_operators.queues import Operation, queue_name
+from ccat_operators.states import LocationType
+
+DOC = """
+### Unpacking
+
+For every active BUFFER location, on its `..._data_transfer_unpacking` queue,
+**unpack_bundles_at_...** streams each arrived DataTransferPackage once: the bundle
+checksum is computed while its RawDataPackages are extracted, each verified against its
+recorded checksum. Only when everything matches are the packages renamed into place and
+recorded (PhysicalCopy PRESENT). Unpack status: **PENDING -> SCHEDULED -> IN_PROGRESS ->
+COMPLETED | FAILED**, separate from the transfer, so retrying never re-transfers.
+
+Members that are absolute, contain `..`, are links or devices, or are not packages of
+the bundle are refused: the unpack is **FAILED** with that reason
+(`data_transfer.unpack_failure_reason`) and nothing is extracted.
+
+**On failure**: a refused or corrupt bundle needs a person: check where it came from;
+to fetch it again, set the transfer back to PENDING. An interrupted unpack (disk full,
+worker lost) is retried by clearing the task.
+"""
+
+TOPOLOGY = topology.load(default_topology_file())
+
+with DAG(
+    dag_id="ccat_unpacking",
+    schedule="@hourly",
+    catchup=False,
+    max_active_runs=1,
+    tags=["ccat", "unpacking"],
+    doc_md=DOC,
+    default_args={"retries": 3, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+):
+    for location in TOPOLOGY.locations:
+        if location.type != LocationType.BUFFER or not location.active:
+            continue
+        UnpackBundlesOperator(
+            task_id=f"unpack_bundles_at_{location.site}_{location.name}",
+            location=location.key,
+            queue=queue_name(location.site, location.name, Operation.DATA_TRANSFER_UNPACKING),
+        )

@@ -1,0 +1,90 @@
+"""Operators of the routing, transfer and unpacking stages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from ccat_operators import routing, transfer, unpacking
+from ccat_operators.hooks.transfer import InvalidRouteError
+from ccat_operators.operators.base import LocationOperator
+
+
+def transfer_pool(origin_site: str, destination_site: str) -> str:
+    """The Airflow pool limiting parallel transfers on one route (edit its slots in the UI)."""
+    return f"ccat_transfer_{origin_site}_to_{destination_site}"
+
+
+class RouteBundlesOperator(LocationOperator):
+    """Create the DataTransfers of a buffer's completed, unrouted bundles.
+
+    Returns (XCom) the number of transfers created.
+    """
+
+    def execute(self, context: Context) -> int:
+        created = routing.route_bundles(self.hook.ops_db, self.active_location())
+        self.log.info("%s: %d transfer(s) created", self.location, len(created))
+        return len(created)
+
+
+class FindTransfersOperator(LocationOperator):
+    """List the transfers from ``location`` to ``destination_site`` that can go now.
+
+    Returns (XCom) a list of ``{"transfer_id": ..., "bundle": ...}`` for the mapped send task.
+    """
+
+    template_fields = ("location", "destination_site")
+
+    def __init__(self, *, destination_site: str, limit: int = 64, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.destination_site = destination_site
+        self.limit = limit
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        location = self.active_location()
+        site_id = self.hook.ops_db.fetch_value("site_id", short_name=self.destination_site)
+        rows = self.hook.ops_db.fetch_all(
+            "find_transfers_to_send", location_id=location["id"], destination_site_id=site_id, limit=self.limit
+        )
+        return [{"transfer_id": row["id"], "bundle": row["bundle"]} for row in rows]
+
+
+class SendTransferOperator(LocationOperator):
+    """Send one DataTransfer (one try; Airflow retries with exponential backoff).
+
+    :param transfer_id: the DataTransfer to send.
+    :param bundle: its bundle's name (shown as the mapped task's label).
+    """
+
+    template_fields = ("location", "transfer_id", "bundle")
+
+    def __init__(self, *, transfer_id: int, bundle: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.transfer_id = transfer_id
+        self.bundle = bundle
+
+    def execute(self, context: Context) -> str:
+        last_try = context["ti"].try_number > self.retries
+        try:
+            outcome = transfer.send_transfer(self.hook.ops_db, int(self.transfer_id), last_try=last_try)
+        except InvalidRouteError as error:
+            raise AirflowFailException(str(error)) from error
+        if outcome == "busy":
+            raise AirflowSkipException(f"transfer {self.transfer_id} is being sent by another worker")
+        return outcome
+
+
+class UnpackBundlesOperator(LocationOperator):
+    """Unpack and verify every bundle that has arrived at a buffer.
+
+    Fails (no retry) if a bundle is refused or corrupt, after unpacking the others.
+    """
+
+    def execute(self, context: Context) -> dict[str, int]:
+        result = unpacking.unpack_arrived(self.hook.ops_db, self.active_location())
+        if result.failed:
+            details = "; ".join(f"{name}: {reason}" for name, reason in result.failed.items())
+            raise AirflowFailException(f"{len(result.failed)} bundle(s) not unpacked: {details}")
+        return {"unpacked": len(result.completed)}

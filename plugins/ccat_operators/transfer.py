@@ -1,0 +1,152 @@
+"""Executing one DataTransfer: send, verify at the destination, rename, record.
+
+``send_transfer`` is what the ``ccat_transfer`` DAG's mapped task runs, once per try:
+
+1. take the transfer's lease (another live worker sending it -> nothing to do);
+2. move it to IN_PROGRESS (from PENDING via SCHEDULED, or from a state a dead worker
+   left) and count the attempt;
+3. if the destination already holds the bundle under its final name with the right
+   size and checksum (an earlier try got that far), finish without sending;
+4. otherwise send to ``<name>.tar.part`` (resuming what an earlier try left), check
+   size and checksum *at the destination*, rename to the final name;
+5. record the bundle's copy at the destination and COMPLETED.
+
+Every try writes a DataTransferLog row pointing at a log file with the command output.
+A failed try leaves the transfer PENDING for the next try, or FAILED (with the reason)
+when it was the last; a corrupt ``.part`` is removed so the next try starts clean.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ccat_operators import checksums
+from ccat_operators.bundling import bundle_path
+from ccat_operators.hooks.transfer import TransferHook
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.states import Status
+from ccat_operators.tarstream import part_path
+
+log = logging.getLogger(__name__)
+
+TRANSFER_KIND = "data_transfer"
+LOG_DIRECTORY = ".ccat/transfer_logs"
+
+
+class TransferVerificationError(RuntimeError):
+    """What arrived at the destination is not what was sent."""
+
+
+def default_ssh_conn_id(site: str, location: str) -> str:
+    """Airflow SSH connection of a destination location unless its settings name one."""
+    return f"ccat_ssh_{site}_{location}"
+
+
+def hook_for(transfer: dict[str, Any]) -> TransferHook:
+    """The TransferHook for a transfer row (method, destination connection, route settings)."""
+    settings = transfer["destination_settings"]
+    conn_id = settings.get("ssh_conn_id") or default_ssh_conn_id(
+        transfer["destination_site"], transfer["destination_name"]
+    )
+    return TransferHook(transfer["method"], ssh_conn_id=conn_id, settings=transfer["route_settings"] or {})
+
+
+def _to_in_progress(db: OpsDb, transfer: dict[str, Any]) -> bool:
+    status = Status(transfer["status"])
+    if status == Status.FAILED:  # an operator cleared the task: try again
+        db.transition("data_transfer", transfer["id"], Status.FAILED, Status.PENDING)
+        status = Status.PENDING
+    if status == Status.PENDING:
+        db.transition("data_transfer", transfer["id"], Status.PENDING, Status.SCHEDULED)
+        status = Status.SCHEDULED
+    if status == Status.SCHEDULED:
+        db.transition("data_transfer", transfer["id"], Status.SCHEDULED, Status.IN_PROGRESS)
+    return db.status_of("data_transfer", transfer["id"]) == Status.IN_PROGRESS
+
+
+def send_transfer(
+    db: OpsDb, transfer_id: int, last_try: bool, hook_factory: Callable[[dict[str, Any]], TransferHook] = hook_for
+) -> str:
+    """Run one try of a DataTransfer; return what happened (``sent``, ``present``, ``done``, ``busy``).
+
+    Raises on failure after recording it (PENDING for a retry, FAILED if ``last_try``).
+    """
+    with db.lease(TRANSFER_KIND, transfer_id) as mine:
+        if not mine:
+            log.info("transfer %s is being sent by another worker", transfer_id)
+            return "busy"
+        transfer = db.fetch_one("data_transfer", id=transfer_id)
+        if transfer is None:
+            raise LookupError(f"no DataTransfer {transfer_id}")
+        if transfer["status"] == Status.COMPLETED:
+            return "done"
+        if transfer["depends_on_status"] not in (None, Status.COMPLETED):
+            raise RuntimeError(f"transfer {transfer_id} waits for transfer {transfer['depends_on_transfer_id']}")
+        if not _to_in_progress(db, transfer):
+            raise RuntimeError(f"transfer {transfer_id} could not be moved to IN_PROGRESS")
+        attempt = db.fetch_value("start_transfer_attempt", id=transfer_id)
+        log_path = Path(transfer["origin_root"]) / LOG_DIRECTORY / f"transfer_{transfer_id}_attempt_{attempt}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        db.fetch_value("insert_data_transfer_log", transfer_id=transfer_id, attempt=attempt, log_path=str(log_path))
+        try:
+            with open(log_path, "a") as log_file:
+                outcome = _send_and_verify(db, transfer, hook_factory(transfer), log_file)
+        except Exception as error:
+            db.execute("finish_data_transfer_log", transfer_id=transfer_id, attempt=attempt, succeeded=False)
+            new = Status.FAILED if last_try else Status.PENDING
+            db.transition("data_transfer", transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
+            log.error("transfer %s attempt %s failed (%s): %s; log %s", transfer_id, attempt, new, error, log_path)
+            raise
+        db.execute("finish_data_transfer_log", transfer_id=transfer_id, attempt=attempt, succeeded=True)
+        return outcome
+
+
+def _send_and_verify(db: OpsDb, transfer: dict[str, Any], hook: TransferHook, log_file) -> str:
+    relative = bundle_path(transfer["bundle"])
+    final = str(Path(transfer["destination_root"]) / relative)
+    part = str(part_path(Path(final)))
+    algorithm, _ = checksums.parse(transfer["checksum"])
+    outcome = "present"
+    started = time.monotonic()
+    if not _verified(hook, final, transfer, algorithm, log_file):
+        outcome = "sent"
+        hook.send(Path(transfer["origin_root"]) / relative, part, log_file)
+        if not _verified(hook, part, transfer, algorithm, log_file):
+            hook.remove(part)
+            raise TransferVerificationError(
+                f"{transfer['bundle']}: size or checksum at the destination does not match; the partial copy was removed"
+            )
+        hook.rename(part, final)
+    seconds = time.monotonic() - started
+    with db.transaction():
+        if outcome == "sent":
+            db.execute("record_transfer_metrics", id=transfer["id"], bytes_sent=transfer["size_bytes"], seconds=seconds)
+        db.fetch_value(
+            "upsert_bundle_copy",
+            location_id=transfer["destination_location_id"],
+            bundle_id=transfer["data_transfer_package_id"],
+            path=relative,
+            checksum=transfer["checksum"],
+        )
+        if not db.transition("data_transfer", transfer["id"], Status.IN_PROGRESS, Status.COMPLETED):
+            raise RuntimeError(f"transfer {transfer['id']} left IN_PROGRESS while it was being sent")
+    log_file.write(f"{outcome}: {transfer['bundle']} verified at the destination ({transfer['checksum']})\n")
+    log.info("transfer %s: %s %s in %.1f s", transfer["id"], outcome, transfer["bundle"], seconds)
+    return outcome
+
+
+def _verified(hook: TransferHook, path: str, transfer: dict[str, Any], algorithm: str, log_file) -> bool:
+    """True if ``path`` at the destination has the bundle's size and checksum."""
+    size = hook.size(path)
+    if size != transfer["size_bytes"]:
+        log_file.write(f"{path}: size {size}, expected {transfer['size_bytes']}\n")
+        return False
+    checksum = hook.checksum(path, algorithm)
+    if checksum != transfer["checksum"]:
+        log_file.write(f"{path}: checksum {checksum}, expected {transfer['checksum']}\n")
+        return False
+    return True

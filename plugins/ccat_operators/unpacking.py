@@ -1,0 +1,209 @@
+"""Unpacking: an arrived DataTransferPackage -> verified RawDataPackages in the buffer.
+
+One streaming pass over the bundle tar: the bundle checksum is computed on the bytes as
+they are read while each member (a RawDataPackage tar) is written to ``<path>.part``
+with its own checksum. Only when the bundle checksum and every package checksum match
+ops-db are the ``.part`` files renamed and PhysicalCopy rows recorded; otherwise every
+``.part`` of this try is removed.
+
+Members that are not plain files with safe relative names are refused: absolute paths,
+``..``, symbolic or hard links, devices and FIFOs, and names that are not packages of
+this bundle. A refused or corrupt bundle marks the unpack FAILED with the reason.
+Unpacking has its own status, so retrying it never re-transfers anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from ccat_operators import checksums
+from ccat_operators.bundling import bundle_path
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.states import Status
+from ccat_operators.tarstream import CHUNK, part_path
+
+log = logging.getLogger(__name__)
+
+UNPACK_KIND = "unpack"
+CLAIM_BATCH = 100
+
+
+class BundleRefusedError(ValueError):
+    """The bundle is corrupt or holds a member we will not extract."""
+
+
+class _HashingReader:
+    """A read-only file wrapper hashing every byte read, on a helper thread, in order."""
+
+    def __init__(self, raw: BinaryIO, algorithm: str, pool: ThreadPoolExecutor) -> None:
+        self.raw = raw
+        self.hasher = checksums.new_hasher(algorithm)
+        self.pool = pool
+        self.algorithm = algorithm
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if data:
+            self.pool.submit(self.hasher.update, data)
+        return data
+
+    def checksum(self) -> str:
+        while self.read(CHUNK):  # trailing zero blocks / record padding tarfile never reads
+            pass
+        self.pool.submit(lambda: None).result()
+        return f"{self.algorithm}:{self.hasher.hexdigest()}"
+
+
+def refusal(member: tarfile.TarInfo) -> str | None:
+    """Why ``member`` must not be extracted, or None if it is a safe plain file."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute():
+        return f"member {member.name!r} has an absolute path"
+    if ".." in path.parts:
+        return f"member {member.name!r} contains '..'"
+    if member.issym() or member.islnk():
+        return f"member {member.name!r} is a link (to {member.linkname!r})"
+    if member.isdev() or member.isfifo():
+        return f"member {member.name!r} is a device or FIFO"
+    if not member.isreg():
+        return f"member {member.name!r} is not a regular file"
+    return None
+
+
+@dataclass
+class Extracted:
+    parts: list[Path] = field(default_factory=list)
+    packages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def extract_bundle(bundle_file: Path, bundle_checksum: str, packages: list[dict[str, Any]], root: Path) -> Extracted:
+    """Extract and verify every package of a bundle into ``root`` as ``.part`` files.
+
+    Raises BundleRefusedError (after removing the ``.part`` files) on anything suspect.
+    """
+    expected = {p["relative_path"]: p for p in packages}
+    extracted = Extracted()
+    algorithm, _ = checksums.parse(bundle_checksum)
+    with ThreadPoolExecutor(1) as bundle_pool, ThreadPoolExecutor(1) as member_pool:
+        try:
+            with open(bundle_file, "rb", buffering=0) as raw:
+                reader = _HashingReader(raw, algorithm, bundle_pool)
+                with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as archive:
+                    for member in archive:
+                        reason = refusal(member)
+                        if reason is None and member.name not in expected:
+                            reason = f"member {member.name!r} is not a package of this bundle"
+                        if reason is None and member.name in {p["relative_path"] for p in extracted.packages}:
+                            reason = f"member {member.name!r} appears twice"
+                        if reason:
+                            raise BundleRefusedError(reason)
+                        package = expected[member.name]
+                        target = part_path(root / member.name)
+                        extracted.parts.append(target)
+                        _extract_member(archive, member, target, package, member_pool)
+                        extracted.packages.append(package)
+                actual = reader.checksum()
+            if actual != bundle_checksum:
+                raise BundleRefusedError(f"bundle checksum is {actual}, expected {bundle_checksum}")
+            missing = sorted(set(expected) - {p["relative_path"] for p in extracted.packages})
+            if missing:
+                raise BundleRefusedError(f"bundle lacks package(s) {', '.join(missing)}")
+        except (BundleRefusedError, tarfile.TarError) as error:
+            for part in extracted.parts:
+                part.unlink(missing_ok=True)
+            if isinstance(error, tarfile.TarError):
+                raise BundleRefusedError(f"not a readable tar: {error}") from error
+            raise
+    return extracted
+
+
+def _extract_member(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path, package: dict[str, Any], pool: ThreadPoolExecutor
+) -> None:
+    if member.size != package["size_bytes"]:
+        raise BundleRefusedError(f"{member.name}: size {member.size}, expected {package['size_bytes']}")
+    algorithm, _ = checksums.parse(package["checksum"])
+    hasher = checksums.new_hasher(algorithm)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = archive.extractfile(member)
+    pending: Future | None = None
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while data := source.read(CHUNK):
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(hasher.update, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        if pending is not None:
+            pending.result()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    actual = f"{algorithm}:{hasher.hexdigest()}"
+    if actual != package["checksum"]:
+        raise BundleRefusedError(f"{member.name}: checksum {actual}, expected {package['checksum']}")
+
+
+@dataclass
+class UnpackResult:
+    completed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def unpack_arrived(db: OpsDb, location: dict[str, Any]) -> UnpackResult:
+    """Unpack every arrived bundle waiting at a destination buffer."""
+    result = UnpackResult()
+    root = Path(location["root_path"])
+    for row in db.fetch_all("claim_unpackable_transfers", location_id=location["id"], limit=CLAIM_BATCH):
+        with db.lease(UNPACK_KIND, row["id"]) as mine:
+            if mine:
+                _unpack_one(db, row["id"], root, location, result)
+    return result
+
+
+def _to_in_progress(db: OpsDb, transfer_id: int) -> bool:
+    for expected, new in ((Status.PENDING, Status.SCHEDULED), (Status.SCHEDULED, Status.IN_PROGRESS)):
+        db.transition_unpack(transfer_id, expected, new)
+    transfer = db.fetch_one("data_transfer", id=transfer_id)
+    return transfer["unpack_status"] == Status.IN_PROGRESS
+
+
+def _unpack_one(db: OpsDb, transfer_id: int, root: Path, location: dict[str, Any], result: UnpackResult) -> None:
+    if not _to_in_progress(db, transfer_id):
+        return
+    transfer = db.fetch_one("data_transfer", id=transfer_id)
+    packages = db.fetch_all("packages_of_bundle_by_id", bundle_id=transfer["data_transfer_package_id"])
+    try:
+        extracted = extract_bundle(root / bundle_path(transfer["bundle"]), transfer["checksum"], packages, root)
+    except (BundleRefusedError, FileNotFoundError) as error:
+        reason = f"unpack refused: {error}"
+        db.transition_unpack(transfer_id, Status.IN_PROGRESS, Status.FAILED, reason)
+        log.error("bundle %s at %s: %s", transfer["bundle"], location["name"], reason)
+        result.failed[transfer["bundle"]] = reason
+        return
+    except BaseException:
+        db.transition_unpack(transfer_id, Status.IN_PROGRESS, Status.PENDING, "interrupted; will retry")
+        raise
+    for part in extracted.parts:
+        part.rename(part.with_name(part.name.removesuffix(".part")))
+    with db.transaction():
+        for package in extracted.packages:
+            db.fetch_value(
+                "upsert_package_copy",
+                location_id=location["id"],
+                package_id=package["id"],
+                path=package["relative_path"],
+                checksum=package["checksum"],
+            )
+        if not db.transition_unpack(transfer_id, Status.IN_PROGRESS, Status.COMPLETED):
+            raise RuntimeError(f"unpack of transfer {transfer_id} left IN_PROGRESS while it ran")
+    log.info("bundle %s: %d package(s) unpacked and verified", transfer["bundle"], len(extracted.packages))
+    result.completed.append(transfer["bundle"])
