@@ -130,3 +130,207 @@ def test_bundles_travel_to_every_archive_site_and_unpack(airflow_db, sites: Site
         "JOIN site s ON s.id = l.site_id WHERE c.raw_data_package_id IS NOT NULL AND s.short_name <> 'ccat'"
     ).fetchone()
     assert copies["n"] == 2 * len(packages)
+
+
+def write_corrupting_rsync(directory: Path, marker: Path) -> Path:
+    """An ``rsync`` that flips one byte of what arrived, the first time it runs."""
+    wrapper = directory / "rsync"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        '/usr/bin/rsync "$@"; rc=$?\n'
+        f"if [ $rc -eq 0 ] && [ ! -e {marker} ]; then\n"
+        f"  touch {marker}\n"
+        '  target="${@: -1}"; target="${target#*:}"\n'
+        f"  {sys.executable} -c \"import sys; f = open(sys.argv[1], 'r+b'); f.seek(100); b = f.read(1); "
+        f'f.seek(100); f.write(bytes([b[0] ^ 255]))" "$target"\n'
+        "fi\n"
+        "exit $rc\n"
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return wrapper
+
+
+def primary_transfer(sites: Sites) -> dict:
+    return next(t for t in sites.transfers() if t["origin_site"] == "ccat")
+
+
+def test_byte_corrupted_in_transit_is_detected_and_resent(sites: Sites, tmp_path: Path) -> None:
+    sites.make_bundles(observations=1)
+    transfer = primary_transfer(sites)
+    write_corrupting_rsync(tmp_path, tmp_path / "corrupted-once")
+    env = {**sites.env, "PATH": f"{tmp_path}:{sites.env['PATH']}"}
+
+    first = sites.run("ccat", "send", str(transfer["id"]), env=env, check=False)
+    assert first.returncode != 0 and "does not match" in first.stderr
+    after_first = sites.db.fetch_one("data_transfer", id=transfer["id"])
+    assert after_first["status"] == "PENDING"
+    assert "size or checksum at the destination does not match" in after_first["failure_reason"]
+    destination = sites.bundle_file(transfer["destination_site"], transfer["bundle"])
+    assert not destination.exists() and not Path(f"{destination}.part").exists()
+
+    second = sites.run("ccat", "send", str(transfer["id"]), env=env)
+    assert "OUTCOME=sent" in second.stdout
+    assert sha256(destination) == transfer["checksum"]
+    logs = sites.db.conn.execute(
+        "SELECT attempt, succeeded FROM data_transfer_log WHERE data_transfer_id = %s ORDER BY attempt",
+        (transfer["id"],),
+    ).fetchall()
+    assert logs == [{"attempt": 1, "succeeded": False}, {"attempt": 2, "succeeded": True}]
+
+
+def test_killed_transfer_resumes_to_one_verified_copy(sites: Sites) -> None:
+    sites.make_bundles(observations=3, sizes=(300_000,))
+    transfer = primary_transfer(sites)
+    destination = sites.bundle_file(transfer["destination_site"], transfer["bundle"])
+    part = Path(f"{destination}.part")
+    sites.network.shape("ccat", "2mbit")
+    try:
+        argv = sites.network.argv("ccat", [sys.executable, "-m", "tests.site_runner", "send", str(transfer["id"])])
+        sender = subprocess.Popen(
+            argv, cwd=REPO, env=sites.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size > 50_000):
+            assert time.monotonic() < deadline and sender.poll() is None, "the transfer never got going"
+            time.sleep(0.05)
+        os.killpg(sender.pid, signal.SIGKILL)
+        sender.wait()
+    finally:
+        sites.network.unshape("ccat")
+    assert sites.db.fetch_one("data_transfer", id=transfer["id"])["status"] == "IN_PROGRESS"
+    assert not destination.exists()
+
+    result = sites.run("ccat", "send", str(transfer["id"]))
+    assert "OUTCOME=sent" in result.stdout
+    row = sites.db.fetch_one("data_transfer", id=transfer["id"])
+    assert row["status"] == "COMPLETED" and row["attempts"] == 2
+    assert sha256(destination) == transfer["checksum"] and not part.exists()
+    duplicates = sites.db.conn.execute(
+        "SELECT count(*) AS n FROM data_transfer WHERE data_transfer_package_id = %s AND destination_location_id = %s",
+        (row["data_transfer_package_id"], row["destination_location_id"]),
+    ).fetchone()
+    assert duplicates["n"] == 1
+
+
+def test_retry_finds_a_verified_copy_and_does_not_send_again(sites: Sites) -> None:
+    sites.make_bundles(observations=1)
+    transfer = primary_transfer(sites)
+    sites.run("ccat", "send", str(transfer["id"]))
+    # As if the worker died after the rename but before recording COMPLETED.
+    sites.db.conn.execute("UPDATE data_transfer SET status = 'IN_PROGRESS' WHERE id = %s", (transfer["id"],))
+    received = sites.network.received_bytes(transfer["destination_site"])
+    result = sites.run("ccat", "send", str(transfer["id"]))
+    assert "OUTCOME=present" in result.stdout
+    size = sites.db.fetch_one("data_transfer", id=transfer["id"])["size_bytes"]
+    assert sites.network.received_bytes(transfer["destination_site"]) - received < size / 2
+
+
+def test_unpack_retried_after_a_forced_failure_sends_nothing_again(sites: Sites) -> None:
+    sites.make_bundles(observations=1)
+    transfer = primary_transfer(sites)
+    site = transfer["destination_site"]
+    sites.run("ccat", "send", str(transfer["id"]))
+    blocker = sites.data_root / site / "buffer" / "raw_data_packages"
+    blocker.write_text("not a directory")  # the unpack cannot create its output
+    failed = sites.run(site, "unpack", f"{site}/buffer", check=False)
+    assert failed.returncode != 0
+    assert sites.db.fetch_one("data_transfer", id=transfer["id"])["unpack_status"] == "PENDING"
+    blocker.unlink()
+
+    received = sites.network.received_bytes(site)
+    sent_before = sites.network.received_bytes("ccat")
+    result = sites.run(site, "unpack", f"{site}/buffer")
+    assert "UNPACKED=1" in result.stdout
+    assert sites.network.received_bytes(site) - received < 2_000  # no bundle bytes crossed the network
+    assert sites.network.received_bytes("ccat") - sent_before < 2_000
+    row = sites.db.fetch_one("data_transfer", id=transfer["id"])
+    assert row["unpack_status"] == "COMPLETED" and row["attempts"] == 1
+    packages = sites.db.fetch_all("packages_of_bundle_by_id", bundle_id=row["data_transfer_package_id"])
+    for package in packages:
+        assert sha256(sites.data_root / site / "buffer" / package["relative_path"]) == package["checksum"]
+
+
+MALICIOUS = {
+    "absolute": (lambda info: setattr(info, "name", "/tmp/ccat-evil.tar"), "has an absolute path"),
+    "dotdot": (lambda info: setattr(info, "name", "../../evil.tar"), "contains '..'"),
+    "symlink": (
+        lambda info: (setattr(info, "type", tarfile.SYMTYPE), setattr(info, "linkname", "/etc/passwd")),
+        "is a link",
+    ),
+    "hardlink": (
+        lambda info: (setattr(info, "type", tarfile.LNKTYPE), setattr(info, "linkname", "/etc/shadow")),
+        "is a link",
+    ),
+    "device": (
+        lambda info: (setattr(info, "type", tarfile.CHRTYPE), setattr(info, "devmajor", 1)),
+        "is a device or FIFO",
+    ),
+    "stranger": (
+        lambda info: setattr(info, "name", "raw_data_packages/someone_else.tar"),
+        "is not a package of this bundle",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALICIOUS))
+def test_malicious_bundle_is_refused(sites: Sites, kind: str) -> None:
+    from ccat_operators import unpacking
+
+    sites.make_bundles(observations=1)
+    transfer = primary_transfer(sites)
+    site = transfer["destination_site"]
+    sites.run("ccat", "send", str(transfer["id"]))
+    destination = sites.bundle_file(site, transfer["bundle"])
+    packages = sites.db.fetch_all("packages_of_bundle_by_id", bundle_id=transfer["data_transfer_package_id"])
+    mutate, reason = MALICIOUS[kind]
+    with tarfile.open(destination, "w") as archive:
+        for index, package in enumerate(packages):
+            path = sites.data_root / "ccat" / "buffer" / package["relative_path"]
+            info = archive.gettarinfo(str(path), arcname=package["relative_path"])
+            if index == 0:
+                mutate(info)
+            if info.isreg():
+                with open(path, "rb") as stream:
+                    archive.addfile(info, stream)
+            else:
+                archive.addfile(info)
+    # The bundle's recorded checksum matches the doctored tar: only the member check can catch it.
+    sites.db.conn.execute(
+        "UPDATE data_transfer_package SET checksum = %s WHERE id = %s",
+        (sha256(destination), transfer["data_transfer_package_id"]),
+    )
+    result = unpacking.unpack_arrived(sites.db, location_row(sites.db, f"{site}/buffer"))
+    assert list(result.failed) == [transfer["bundle"]]
+    row = sites.db.fetch_one("data_transfer", id=transfer["id"])
+    assert row["unpack_status"] == "FAILED" and reason in row["unpack_failure_reason"]
+    assert not Path("/tmp/ccat-evil.tar").exists()
+    assert not list((sites.data_root / site).rglob("*.part"))
+    assert not (sites.data_root / site / "buffer" / "raw_data_packages").exists() or not list(
+        (sites.data_root / site / "buffer" / "raw_data_packages").rglob("*.tar")
+    )
+
+
+def test_bbcp_command_and_missing_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ccat_operators.hooks.transfer import SshEndpoint
+
+    hook = TransferHook("bbcp", ssh_conn_id="x", settings={"streams": 8, "window": "16M", "checksum": True})
+    hook.__dict__["endpoint"] = SshEndpoint("lta.example.org", 2222, "ccat", "/keys/id", check_host_key=True)
+    argv = hook.send_argv(Path("/buffer/b.tar"), "/remote/b.tar.part")
+    assert argv[:8] == ["bbcp", "-f", "-P", "30", "-s", "8", "-w", "16M"]
+    assert argv[8] == "-T" and argv[9].startswith("ssh -p 2222 -o BatchMode=yes")
+    assert argv[-4:] == ["-E", "md5", "/buffer/b.tar", "ccat@lta.example.org:/remote/b.tar.part"]
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(InvalidRouteError, match="transfer method bbcp is not usable here: the 'bbcp' binary"):
+        hook.validate()
+
+
+def test_rsync_command_quotes_the_ssh_options() -> None:
+    from ccat_operators.hooks.transfer import SshEndpoint
+
+    hook = TransferHook("rsync", ssh_conn_id="x")
+    hook.__dict__["endpoint"] = SshEndpoint("10.0.0.2", 22, "root", "/k ey", check_host_key=False)
+    argv = hook.send_argv(Path("/b/x.tar"), "/d/x.tar.part")
+    assert argv[0] == "rsync" and "--append-verify" in argv
+    assert argv[argv.index("-e") + 1].startswith("ssh -p 22 -o BatchMode=yes -o ServerAliveInterval=15 -i '/k ey'")
+    assert argv[-2:] == ["/b/x.tar", "root@10.0.0.2:/d/x.tar.part"]
+    assert hook.remote_argv(["rm", "-f", "--", "/d/a b.part"])[-1] == "rm -f -- '/d/a b.part'"
