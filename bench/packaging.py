@@ -32,6 +32,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+# This folder holds packaging.py, which would shadow the `packaging` library: run from the repository root.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from ccat_operators.bundling import Item, bins_to_send, first_fit_decreasing
 
 WRITER = """

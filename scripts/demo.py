@@ -36,14 +36,16 @@ os.environ.update(
         # Small packages and no waiting for full bundles, so the demo's ~40 MB shows every step.
         "CCAT_PACKAGE_SIZE_LIMIT": "8MB",
         "CCAT_BUNDLE_MAX_AGE": "0s",
+        # All "sites" are directories on this machine: copy between buffers in-process.
+        "CCAT_TRANSFER_METHOD": "local",
     }
 )
 
-from ccat_operators import filing, migrations, queues, topology  # noqa: E402
-from ccat_operators.devdb import LocalPostgres  # noqa: E402
-from ccat_operators.opsdb import OpsDb  # noqa: E402
-from ccat_operators.paths import default_topology_file  # noqa: E402
-from ccat_operators.units import format_size  # noqa: E402
+from ccat_operators import filing, migrations, queues, topology
+from ccat_operators.devdb import LocalPostgres
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.paths import default_topology_file
+from ccat_operators.units import format_size
 
 #: Synthetic observations: (instrument, module, obs unit, number of files, file size range).
 OBSERVATIONS = [
@@ -59,6 +61,9 @@ PIPELINE_DAGS: list[tuple[str, dict]] = [
     ("ccat_topology", {"topology_file": str(default_topology_file())}),
     ("ccat_packaging", {}),
     ("ccat_bundling", {}),
+    ("ccat_transfer", {}),  # ccat -> first archive site (round-robin)
+    ("ccat_transfer", {}),  # ... -> the other archive site (fan-out)
+    ("ccat_unpacking", {}),
 ]
 
 

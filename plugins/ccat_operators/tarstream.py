@@ -63,7 +63,7 @@ def part_path(final: Path) -> Path:
 
 
 @contextmanager
-def _open_part(final: Path) -> Iterator[int]:
+def _open_part(final: Path, durable: bool) -> Iterator[int]:
     """Open ``final.part`` for writing (truncating leftovers of a crashed attempt)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(final)
@@ -75,7 +75,8 @@ def _open_part(final: Path) -> Iterator[int]:
         part.unlink(missing_ok=True)
         raise
     else:
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
         os.close(fd)
 
 
@@ -150,14 +151,18 @@ class _Sink:
         return self.archive_hasher.hexdigest()
 
 
-def write_archive(final: Path, members: Iterable[Member], algorithm: str = "sha256") -> WrittenArchive:
+def write_archive(
+    final: Path, members: Iterable[Member], algorithm: str = "sha256", durable: bool = True
+) -> WrittenArchive:
     """Write ``members`` into the tar ``final`` and return its size and checksums.
+
+    With ``durable`` (the default) the data is fsync'ed before the rename.
 
     Raises MemberChangedError (and leaves nothing at ``final`` or ``final.part``) if a
     member is missing, or its size or checksum differs from what the Member expects.
     """
     written: list[WrittenMember] = []
-    with _open_part(final) as fd:
+    with _open_part(final, durable) as fd:
         sink = _Sink(fd, algorithm)
         try:
             for member in members:

@@ -118,7 +118,8 @@ def _send_and_verify(db: OpsDb, transfer: dict[str, Any], hook: TransferHook, lo
         if not _verified(hook, part, transfer, algorithm, log_file):
             hook.remove(part)
             raise TransferVerificationError(
-                f"{transfer['bundle']}: size or checksum at the destination does not match; the partial copy was removed"
+                f"{transfer['bundle']}: size or checksum at the destination does not match; "
+                "the partial copy was removed"
             )
         hook.rename(part, final)
     seconds = time.monotonic() - started

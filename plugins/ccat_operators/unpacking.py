@@ -26,6 +26,7 @@ from ccat_operators import checksums
 from ccat_operators.bundling import bundle_path
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import Status
+from ccat_operators.tarstream import BLOCK as BLOCKSIZE
 from ccat_operators.tarstream import CHUNK, part_path
 
 log = logging.getLogger(__name__)
@@ -38,26 +39,103 @@ class BundleRefusedError(ValueError):
     """The bundle is corrupt or holds a member we will not extract."""
 
 
-class _HashingReader:
-    """A read-only file wrapper hashing every byte read, on a helper thread, in order."""
+class _BundleReader:
+    """Reads a tar stream once, hashing every byte for the bundle checksum.
 
-    def __init__(self, raw: BinaryIO, algorithm: str, pool: ThreadPoolExecutor) -> None:
+    Plain-file contents are copied straight into preallocated buffers and handed to
+    two helper threads (bundle hash, member hash; FIFO, so in order) while the calling
+    thread writes them out: one read, one write, two checksums.
+    """
+
+    def __init__(self, raw: BinaryIO, algorithm: str, bundle_pool: ThreadPoolExecutor, member_pool: ThreadPoolExecutor):
         self.raw = raw
-        self.hasher = checksums.new_hasher(algorithm)
-        self.pool = pool
         self.algorithm = algorithm
+        self.hasher = checksums.new_hasher(algorithm)
+        self.bundle_pool = bundle_pool
+        self.member_pool = member_pool
+        self.buffers = [bytearray(CHUNK) for _ in range(3)]
+        self.in_flight: list[list[Future]] = [[] for _ in self.buffers]
 
-    def read(self, size: int = -1) -> bytes:
+    def read_exact(self, size: int) -> bytes:
         data = self.raw.read(size)
-        if data:
-            self.pool.submit(self.hasher.update, data)
+        if len(data) != size:
+            raise BundleRefusedError(f"bundle ends early ({len(data)} of {size} bytes)")
+        self.bundle_pool.submit(self.hasher.update, data)
         return data
 
+    def copy_to(self, fd: int, size: int, member_hasher: checksums.Hasher) -> None:
+        remaining, index = size, 0
+        while remaining:
+            for future in self.in_flight[index]:
+                future.result()
+            view = memoryview(self.buffers[index])[: min(CHUNK, remaining)]
+            read = self.raw.readinto(view)
+            if not read:
+                raise BundleRefusedError("bundle ends inside a member")
+            view = view[:read]
+            self.in_flight[index] = [
+                self.bundle_pool.submit(self.hasher.update, view),
+                self.member_pool.submit(member_hasher.update, view),
+            ]
+            while view:
+                view = view[os.write(fd, view) :]
+            remaining -= read
+            index = (index + 1) % len(self.buffers)
+        self.member_pool.submit(lambda: None).result()
+
     def checksum(self) -> str:
-        while self.read(CHUNK):  # trailing zero blocks / record padding tarfile never reads
-            pass
-        self.pool.submit(lambda: None).result()
+        """Hash whatever follows the end-of-archive marker too, and return the bundle checksum."""
+        while data := self.raw.read(CHUNK):
+            self.bundle_pool.submit(self.hasher.update, data)
+        self.bundle_pool.submit(lambda: None).result()
         return f"{self.algorithm}:{self.hasher.hexdigest()}"
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """Parse a pax extended header (``"<len> key=value\\n"`` records)."""
+    records, position = {}, 0
+    while position < len(data) and data[position] != 0:
+        space = data.index(b" ", position)
+        length = int(data[position:space])
+        if length <= 0:
+            raise BundleRefusedError("malformed pax header")
+        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        position += length
+    return records
+
+
+def _members(reader: _BundleReader):
+    """Yield each member's TarInfo; the caller consumes its data before asking for the next."""
+    pax: dict[str, str] = {}
+    while True:
+        block = reader.read_exact(BLOCKSIZE)
+        if block == bytes(BLOCKSIZE):
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as error:
+            raise BundleRefusedError(f"not a valid tar header: {error}") from None
+        if info.type == tarfile.XHDTYPE:
+            pax = _pax_records(reader.read_exact(info.size + (-info.size % BLOCKSIZE))[: info.size])
+            continue
+        if info.type not in (
+            tarfile.REGTYPE,
+            tarfile.AREGTYPE,
+            tarfile.SYMTYPE,
+            tarfile.LNKTYPE,
+            tarfile.CHRTYPE,
+            tarfile.BLKTYPE,
+            tarfile.FIFOTYPE,
+            tarfile.DIRTYPE,
+        ):
+            raise BundleRefusedError(f"unsupported tar header type {info.type!r} for {info.name!r}")
+        info.name = pax.get("path", info.name)
+        info.linkname = pax.get("linkpath", info.linkname)
+        if "size" in pax:
+            info.size = int(pax["size"])
+        pax = {}
+        yield info
 
 
 def refusal(member: tarfile.TarInfo) -> str | None:
@@ -82,71 +160,68 @@ class Extracted:
     packages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def extract_bundle(bundle_file: Path, bundle_checksum: str, packages: list[dict[str, Any]], root: Path) -> Extracted:
+def extract_bundle(
+    bundle_file: Path, bundle_checksum: str, packages: list[dict[str, Any]], root: Path, durable: bool = True
+) -> Extracted:
     """Extract and verify every package of a bundle into ``root`` as ``.part`` files.
 
+    With ``durable`` (the default) every ``.part`` is fsync'ed before this returns.
     Raises BundleRefusedError (after removing the ``.part`` files) on anything suspect.
     """
     expected = {p["relative_path"]: p for p in packages}
     extracted = Extracted()
     algorithm, _ = checksums.parse(bundle_checksum)
-    with ThreadPoolExecutor(1) as bundle_pool, ThreadPoolExecutor(1) as member_pool:
-        try:
-            with open(bundle_file, "rb", buffering=0) as raw:
-                reader = _HashingReader(raw, algorithm, bundle_pool)
-                with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as archive:
-                    for member in archive:
-                        reason = refusal(member)
-                        if reason is None and member.name not in expected:
-                            reason = f"member {member.name!r} is not a package of this bundle"
-                        if reason is None and member.name in {p["relative_path"] for p in extracted.packages}:
-                            reason = f"member {member.name!r} appears twice"
-                        if reason:
-                            raise BundleRefusedError(reason)
-                        package = expected[member.name]
-                        target = part_path(root / member.name)
-                        extracted.parts.append(target)
-                        _extract_member(archive, member, target, package, member_pool)
-                        extracted.packages.append(package)
-                actual = reader.checksum()
-            if actual != bundle_checksum:
-                raise BundleRefusedError(f"bundle checksum is {actual}, expected {bundle_checksum}")
-            missing = sorted(set(expected) - {p["relative_path"] for p in extracted.packages})
-            if missing:
-                raise BundleRefusedError(f"bundle lacks package(s) {', '.join(missing)}")
-        except (BundleRefusedError, tarfile.TarError) as error:
-            for part in extracted.parts:
-                part.unlink(missing_ok=True)
-            if isinstance(error, tarfile.TarError):
-                raise BundleRefusedError(f"not a readable tar: {error}") from error
-            raise
+    try:
+        with (
+            ThreadPoolExecutor(1) as bundle_pool,
+            ThreadPoolExecutor(1) as member_pool,
+            open(bundle_file, "rb", buffering=0) as raw,
+        ):
+            reader = _BundleReader(raw, algorithm, bundle_pool, member_pool)
+            done: set[str] = set()
+            for member in _members(reader):
+                reason = refusal(member)
+                if reason is None and member.name not in expected:
+                    reason = f"member {member.name!r} is not a package of this bundle"
+                if reason is None and member.name in done:
+                    reason = f"member {member.name!r} appears twice"
+                if reason:
+                    raise BundleRefusedError(reason)
+                package = expected[member.name]
+                target = part_path(root / member.name)
+                extracted.parts.append(target)
+                _extract_member(reader, member, target, package, durable)
+                extracted.packages.append(package)
+                done.add(member.name)
+            actual = reader.checksum()
+        if actual != bundle_checksum:
+            raise BundleRefusedError(f"bundle checksum is {actual}, expected {bundle_checksum}")
+        missing = sorted(set(expected) - done)
+        if missing:
+            raise BundleRefusedError(f"bundle lacks package(s) {', '.join(missing)}")
+    except BundleRefusedError:
+        for part in extracted.parts:
+            part.unlink(missing_ok=True)
+        raise
     return extracted
 
 
 def _extract_member(
-    archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path, package: dict[str, Any], pool: ThreadPoolExecutor
+    reader: _BundleReader, member: tarfile.TarInfo, target: Path, package: dict[str, Any], durable: bool
 ) -> None:
     if member.size != package["size_bytes"]:
         raise BundleRefusedError(f"{member.name}: size {member.size}, expected {package['size_bytes']}")
     algorithm, _ = checksums.parse(package["checksum"])
     hasher = checksums.new_hasher(algorithm)
     target.parent.mkdir(parents=True, exist_ok=True)
-    source = archive.extractfile(member)
-    pending: Future | None = None
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        while data := source.read(CHUNK):
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(hasher.update, data)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        if pending is not None:
-            pending.result()
-        os.fsync(fd)
+        reader.copy_to(fd, member.size, hasher)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
+    reader.read_exact(-member.size % BLOCKSIZE)
     actual = f"{algorithm}:{hasher.hexdigest()}"
     if actual != package["checksum"]:
         raise BundleRefusedError(f"{member.name}: checksum {actual}, expected {package['checksum']}")
