@@ -81,10 +81,14 @@ def main() -> int:
         send_rate = size / statistics.median(sends)
         raw_rate = size / statistics.median(raws)
         fraction = send_rate / link_bytes_per_second
-        print(f"rsync over ssh (TransferHook argv): median {statistics.median(sends):.1f} s, "
-              f"{send_rate / 1e6:.1f} MB/s runs {[round(t, 1) for t in sends]}")
-        print(f"raw ssh stream (baseline): {raw_rate / 1e6:.1f} MB/s = {raw_rate / link_bytes_per_second:.2f} of the "
-              f"link; rsync reaches {send_rate / raw_rate:.2f} of it")
+        print(
+            f"rsync over ssh (TransferHook argv): median {statistics.median(sends):.1f} s, "
+            f"{send_rate / 1e6:.1f} MB/s runs {[round(t, 1) for t in sends]}"
+        )
+        print(
+            f"raw ssh stream (baseline): {raw_rate / 1e6:.1f} MB/s = {raw_rate / link_bytes_per_second:.2f} of the "
+            f"link; rsync reaches {send_rate / raw_rate:.2f} of it"
+        )
         print(f"destination checksum adds {statistics.median(verifies):.1f} s per bundle")
         print(f"effective rate: {fraction:.2f} of the link (goal >= 0.90) {'PASS' if fraction >= 0.90 else 'FAIL'}")
     finally:

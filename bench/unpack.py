@@ -115,10 +115,14 @@ def main() -> int:
             ours_times.append(ours())
             base_times.append(baseline())
         ours_median, base_median = statistics.median(ours_times), statistics.median(base_times)
-        print(f"ours (stream, bundle + package checksums, fsync): median {ours_median:.2f} s "
-              f"({size / ours_median / 1e6:.0f} MB/s) runs {[round(t, 2) for t in ours_times]}")
-        print(f"baseline tar xf + hash each file: median {base_median:.2f} s "
-              f"({size / base_median / 1e6:.0f} MB/s) runs {[round(t, 2) for t in base_times]}")
+        print(
+            f"ours (stream, bundle + package checksums, fsync): median {ours_median:.2f} s "
+            f"({size / ours_median / 1e6:.0f} MB/s) runs {[round(t, 2) for t in ours_times]}"
+        )
+        print(
+            f"baseline tar xf + hash each file: median {base_median:.2f} s "
+            f"({size / base_median / 1e6:.0f} MB/s) runs {[round(t, 2) for t in base_times]}"
+        )
         ratio = base_median / ours_median
         verdict = "PASS" if ratio >= 1.2 else "FAIL"
         print(f"unpack+verify ratio vs tar xf + hashing: {ratio:.2f}x (goal >= 1.2) {verdict}")

@@ -7,14 +7,10 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators import topology
-from ccat_operators.operators.transfer import (
-    FindTransfersOperator,
-    RouteBundlesOperator,
-    SendTransferOperator,
-    transfer_pool,
-)
+from ccat_operators.operators.transfer import FindTransfersOperator, RouteBundlesOperator, SendTransferOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
+from ccat_operators.routing import transfer_pool
 from ccat_operators.states import LocationType
 
 DOC = """

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Install the Debian packages the demo and the tests start as real servers.
-# A no-op when everything is already there; needs root (or sudo) otherwise.
+# Install the Debian packages the demo and the tests start as real servers:
+# PostgreSQL (ops-db), and for the transfer tests iproute2 (network namespaces, tc),
+# openssh-server + rsync (one sshd per test site). A no-op when all are there; needs
+# root (or sudo) otherwise.
 set -euo pipefail
 
-packages=(postgresql)
 missing=()
 command -v pg_ctl >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || missing+=(iproute2)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
@@ -14,9 +19,9 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
         exec sudo "$0" "$@"
     fi
-    echo "system-deps: missing ${missing[*]}; run as root: apt-get install ${packages[*]}" >&2
+    echo "system-deps: missing ${missing[*]}; as root run: apt-get install ${missing[*]}" >&2
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends "${packages[@]}"
+apt-get install -y -q --no-install-recommends "${missing[@]}"

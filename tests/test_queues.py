@@ -101,3 +101,14 @@ def test_cli_lists_queues_and_worker_command(ops_db_url: str, example_topology, 
     assert line.endswith("--celery-hostname us@%h")
     assert main(["queues", "--site", "mars", "--db", ops_db_url]) == 1
     assert "no active data location matches mars" in capsys.readouterr().err
+
+
+def test_pools_one_per_route_between_sites_with_buffers(capsys) -> None:
+    import json
+
+    assert main(["pools", "--topology", str(EXAMPLE_TOPOLOGY), "--slots", "2"]) == 0
+    pools = json.loads(capsys.readouterr().out)
+    assert set(pools) == {
+        f"ccat_transfer_{a}_to_{b}" for a in ("ccat", "cologne", "us") for b in ("ccat", "cologne", "us") if a != b
+    }
+    assert {pool["slots"] for pool in pools.values()} == {2}

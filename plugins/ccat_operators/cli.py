@@ -9,6 +9,7 @@ single transaction).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +20,9 @@ import psycopg
 from ccat_operators import filing, migrations, queues, topology
 from ccat_operators.devdb import LocalPostgres
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.paths import default_topology_file
+from ccat_operators.routing import transfer_pool
+from ccat_operators.states import LocationType
 
 DEFAULT_DEVDB_DIR = Path(".ccat/postgres")
 DEFAULT_DEVDB_PORT = 54329
@@ -68,6 +72,11 @@ def cmd_queues(args: argparse.Namespace) -> None:
         print(queue.name)
 
 
+def cmd_pools(args: argparse.Namespace) -> None:
+    loaded = topology.load(args.topology)
+    print(json.dumps(transfer_pools(loaded, args.slots), indent=2))
+
+
 def cmd_file(args: argparse.Namespace) -> None:
     with _db(args) as db:
         for manifest in args.manifests:
@@ -90,6 +99,21 @@ def cmd_devdb_start(args: argparse.Namespace) -> None:
 
 def cmd_devdb_stop(args: argparse.Namespace) -> None:
     _devdb(args).stop()
+
+
+def transfer_pools(loaded: topology.Topology, slots: int) -> dict[str, dict]:
+    """One Airflow pool per (origin site, destination site) pair of buffers."""
+    sites = sorted({loc.site for loc in loaded.locations if loc.type == LocationType.BUFFER and loc.active})
+    return {
+        transfer_pool(origin, destination): {
+            "slots": slots,
+            "description": f"parallel transfers from {origin} to {destination}",
+            "include_deferred": False,
+        }
+        for origin in sites
+        for destination in sites
+        if origin != destination
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-command", action="store_true", help="print the `airflow celery worker` command serving these queues"
     )
     queue_parser.add_argument("--hostname", help="Celery worker name (default: site/location)")
+
+    pools_parser = add(
+        commands,
+        "pools",
+        cmd_pools,
+        "print the Airflow pools of the transfer routes (for `airflow pools import`)",
+        db=False,
+    )
+    pools_parser.add_argument("--topology", default=str(default_topology_file()), help="topology file")
+    pools_parser.add_argument("--slots", type=int, default=4, help="parallel transfers per route (default 4)")
 
     file_parser = add(commands, "file", cmd_file, "file observations from YAML/JSON manifests")
     file_parser.add_argument("manifests", nargs="+", metavar="MANIFEST")

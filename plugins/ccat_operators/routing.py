@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 ROUTE_BATCH = 500
 
 
+def transfer_pool(origin_site: str, destination_site: str) -> str:
+    """The Airflow pool limiting parallel transfers from one site to another (slots editable in the UI)."""
+    return f"ccat_transfer_{origin_site}_to_{destination_site}"
+
+
 class RoutingError(RuntimeError):
     """The topology gives a bundle nowhere to go (e.g. a site without an active buffer)."""
 

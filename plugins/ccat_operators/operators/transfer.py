@@ -12,11 +12,6 @@ from ccat_operators.hooks.transfer import InvalidRouteError
 from ccat_operators.operators.base import LocationOperator
 
 
-def transfer_pool(origin_site: str, destination_site: str) -> str:
-    """The Airflow pool limiting parallel transfers on one route (edit its slots in the UI)."""
-    return f"ccat_transfer_{origin_site}_to_{destination_site}"
-
-
 class RouteBundlesOperator(LocationOperator):
     """Create the DataTransfers of a buffer's completed, unrouted bundles.
 
