@@ -267,7 +267,7 @@ MALICIOUS = {
     ),
     "stranger": (
         lambda info: setattr(info, "name", "raw_data_packages/someone_else.tar"),
-        "is not a package of this bundle",
+        "is not expected in this archive",
     ),
 }
 

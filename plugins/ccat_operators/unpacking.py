@@ -163,42 +163,47 @@ class Extracted:
 def extract_bundle(
     bundle_file: Path, bundle_checksum: str, packages: list[dict[str, Any]], root: Path, durable: bool = True
 ) -> Extracted:
-    """Extract and verify every package of a bundle into ``root`` as ``.part`` files.
+    """Extract and verify every package of a bundle file into ``root`` as ``.part`` files."""
+    with open(bundle_file, "rb", buffering=0) as raw:
+        return extract_verified(raw, bundle_checksum, packages, root, durable)
 
-    With ``durable`` (the default) every ``.part`` is fsync'ed before this returns.
-    Raises BundleRefusedError (after removing the ``.part`` files) on anything suspect.
+
+def extract_verified(
+    stream: BinaryIO, archive_checksum: str, members: list[dict[str, Any]], root: Path, durable: bool = True
+) -> Extracted:
+    """Extract a tar stream whose members must be exactly ``members``, verifying everything.
+
+    ``members`` are rows with ``relative_path``, ``size_bytes`` and ``checksum`` (packages
+    of a bundle, or raw files of a package). Each is written to ``root/relative_path.part``
+    (fsync'ed if ``durable``). Raises BundleRefusedError, after removing every ``.part``
+    of this call, on an unsafe or unexpected member or any size or checksum mismatch.
     """
-    expected = {p["relative_path"]: p for p in packages}
+    expected = {m["relative_path"]: m for m in members}
     extracted = Extracted()
-    algorithm, _ = checksums.parse(bundle_checksum)
+    algorithm, _ = checksums.parse(archive_checksum)
     try:
-        with (
-            ThreadPoolExecutor(1) as bundle_pool,
-            ThreadPoolExecutor(1) as member_pool,
-            open(bundle_file, "rb", buffering=0) as raw,
-        ):
-            reader = _BundleReader(raw, algorithm, bundle_pool, member_pool)
+        with ThreadPoolExecutor(1) as archive_pool, ThreadPoolExecutor(1) as member_pool:
+            reader = _BundleReader(stream, algorithm, archive_pool, member_pool)
             done: set[str] = set()
             for member in _members(reader):
                 reason = refusal(member)
                 if reason is None and member.name not in expected:
-                    reason = f"member {member.name!r} is not a package of this bundle"
+                    reason = f"member {member.name!r} is not expected in this archive"
                 if reason is None and member.name in done:
                     reason = f"member {member.name!r} appears twice"
                 if reason:
                     raise BundleRefusedError(reason)
-                package = expected[member.name]
                 target = part_path(root / member.name)
                 extracted.parts.append(target)
-                _extract_member(reader, member, target, package, durable)
-                extracted.packages.append(package)
+                _extract_member(reader, member, target, expected[member.name], durable)
+                extracted.packages.append(expected[member.name])
                 done.add(member.name)
             actual = reader.checksum()
-        if actual != bundle_checksum:
-            raise BundleRefusedError(f"bundle checksum is {actual}, expected {bundle_checksum}")
+        if actual != archive_checksum:
+            raise BundleRefusedError(f"archive checksum is {actual}, expected {archive_checksum}")
         missing = sorted(set(expected) - done)
         if missing:
-            raise BundleRefusedError(f"bundle lacks package(s) {', '.join(missing)}")
+            raise BundleRefusedError(f"archive lacks {', '.join(missing)}")
     except BundleRefusedError:
         for part in extracted.parts:
             part.unlink(missing_ok=True)

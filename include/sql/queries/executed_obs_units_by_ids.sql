@@ -1,0 +1,1 @@
+SELECT id FROM executed_obs_unit WHERE id = ANY (%(ids)s::bigint[]) ORDER BY id;

@@ -1,0 +1,230 @@
+"""Staging: a scientist's request -> verified raw files in a PROCESSING location.
+
+A request names observations (ExecutedObsUnit ids, or an obs unit name with a date
+range) and a PROCESSING location. It becomes a StagingJob whose name is derived from the
+request, so asking again finds the same job and does not redo finished work (after the
+job's copies expired and were deleted, asking again starts a new generation).
+
+Each package of the observations is fetched from an S3 archive holding a verified copy
+(the processing site's own first), streamed straight into
+``<location root>/<job name>/<raw file path>``: every raw file is checked against its
+filed checksum and the package against its recorded checksum in the same pass, and only
+then renamed into place and recorded as a PhysicalCopy ``STAGED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from ccat_operators import archive
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.states import LocationType, Status
+from ccat_operators.units import parse_duration
+from ccat_operators.unpacking import BundleRefusedError, extract_verified
+
+log = logging.getLogger(__name__)
+
+
+class StagingRequestError(ValueError):
+    """The request cannot be served as asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class StagingRequest:
+    location: str
+    observations: tuple[int, ...] = ()
+    obs_unit: str | None = None
+    start: date | None = None
+    end: date | None = None
+    requested_by: str = "unknown"
+    retention: str = "14d"
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> StagingRequest:
+        """Build a request from the DAG's params, refusing incoherent combinations clearly."""
+        observations = tuple(sorted({int(i) for i in params.get("observations") or []}))
+        obs_unit = (params.get("obs_unit") or "").strip() or None
+        if not observations and not obs_unit:
+            raise StagingRequestError("name the observations: give observation ids, or an obs_unit (with dates)")
+        if observations and obs_unit:
+            raise StagingRequestError("give either observation ids or an obs_unit, not both")
+        start = date.fromisoformat(params["start_date"]) if params.get("start_date") else None
+        end = date.fromisoformat(params["end_date"]) if params.get("end_date") else None
+        if start and end and end < start:
+            raise StagingRequestError(f"end_date {end} is before start_date {start}")
+        try:
+            parse_duration(params.get("retention") or "14d")
+        except ValueError as error:
+            raise StagingRequestError(f"retention: {error}") from None
+        return cls(
+            location=params["location"],
+            observations=observations,
+            obs_unit=obs_unit,
+            start=start,
+            end=end,
+            requested_by=params.get("requested_by") or "unknown",
+            retention=params.get("retention") or "14d",
+        )
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the request (who asked and for how long do not)."""
+        return {
+            "location": self.location,
+            "observations": list(self.observations),
+            "obs_unit": self.obs_unit,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+        }
+
+    def job_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()[:12]
+        return f"staging_{digest}"
+
+
+def _midnight(day: date | None) -> datetime | None:
+    return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
+
+
+def create_job(db: OpsDb, request: StagingRequest) -> dict[str, Any]:
+    """Find or create the StagingJob for ``request`` with its packages (idempotent)."""
+    site, _, name = request.location.partition("/")
+    location = db.fetch_one("data_location_by_key", site=site, name=name)
+    if location is None or location["location_type"] != LocationType.PROCESSING or not location["active"]:
+        raise StagingRequestError(f"{request.location!r} is not an active PROCESSING location")
+    if request.observations:
+        ids = [row["id"] for row in db.fetch_all("executed_obs_units_by_ids", ids=list(request.observations))]
+        unknown = sorted(set(request.observations) - set(ids))
+        if unknown:
+            raise StagingRequestError(f"unknown observation id(s): {', '.join(map(str, unknown))}")
+    else:
+        end = request.end + timedelta(days=1) if request.end else None
+        ids = [row["id"] for row in db.fetch_all(
+            "executed_obs_units_by_obs_unit", obs_unit=request.obs_unit, start=_midnight(request.start),
+            end=_midnight(end),
+        )]  # fmt: skip
+        if not ids:
+            raise StagingRequestError(f"no observation of obs unit {request.obs_unit!r} in the given dates")
+    name = _generation(db, request.job_name())
+    with db.transaction():
+        job = db.fetch_one(
+            "upsert_staging_job",
+            name=name,
+            requested_by=request.requested_by,
+            location_id=location["id"],
+            request=json.dumps({**request.key(), "observation_ids": ids}),
+            retention_period=timedelta(seconds=parse_duration(request.retention)),
+        )
+        db.execute("add_staging_job_packages", job_id=job["id"], observation_ids=ids)
+    if not db.fetch_all("staging_job_packages", job_id=job["id"]):
+        raise StagingRequestError("the observations have no packaged data yet")
+    return job
+
+
+def _generation(db: OpsDb, base: str) -> str:
+    jobs = db.fetch_all("staging_jobs_like", name=base)
+    if not jobs or not jobs[0]["expired_copies"]:
+        return jobs[0]["name"] if jobs else base
+    return f"{base}_{len(jobs) + 1}"
+
+
+@dataclass
+class StageResult:
+    job: str
+    staged: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _job_to_in_progress(db: OpsDb, job: dict[str, Any]) -> None:
+    status = Status(job["status"])
+    if status == Status.FAILED:
+        db.transition("staging_job", job["id"], Status.FAILED, Status.PENDING)
+        status = Status.PENDING
+    if status == Status.PENDING:
+        db.transition("staging_job", job["id"], Status.PENDING, Status.SCHEDULED)
+        status = Status.SCHEDULED
+    if status == Status.SCHEDULED:
+        db.transition("staging_job", job["id"], Status.SCHEDULED, Status.IN_PROGRESS)
+
+
+def stage_job(db: OpsDb, job_id: int, client_factory: Callable = archive.s3_client) -> StageResult:
+    """Stage every package of a job that is not staged yet; COMPLETED when all are."""
+    job = db.fetch_one("staging_job", id=job_id)
+    result = StageResult(job["name"])
+    location = db.fetch_one("data_location_by_id", id=job["destination_location_id"])
+    with db.lease("staging_job", job_id) as mine:
+        if not mine:
+            raise RuntimeError(f"staging job {job['name']} is being worked on by another worker")
+        if job["status"] == Status.COMPLETED:
+            result.already = [p["name"] for p in db.fetch_all("staging_job_packages", job_id=job_id)]
+            return result
+        _job_to_in_progress(db, job)
+        job_root = Path(location["root_path"]) / job["name"]
+        for package in db.fetch_all("staging_job_packages", job_id=job_id):
+            if package["status"] == Status.COMPLETED:
+                result.already.append(package["name"])
+                continue
+            try:
+                _stage_package(db, job, package, location, job_root, client_factory)
+                result.staged.append(package["name"])
+            except (BundleRefusedError, StagingRequestError) as error:
+                result.failed[package["name"]] = str(error)
+                db.execute("set_staging_job_package_status", job_id=job_id, package_id=package["id"], status="FAILED")
+                log.error("staging %s: package %s: %s", job["name"], package["name"], error)
+        if result.failed:
+            reason = "; ".join(f"{name}: {why}" for name, why in result.failed.items())
+            db.transition("staging_job", job_id, Status.IN_PROGRESS, Status.FAILED, reason)
+        else:
+            db.transition("staging_job", job_id, Status.IN_PROGRESS, Status.COMPLETED)
+    return result
+
+
+class _ReadInto:
+    """Adapts a streaming HTTP body (``read`` only) to the ``readinto`` the tar reader uses."""
+
+    def __init__(self, body) -> None:
+        self.body = body
+
+    def read(self, size: int = -1) -> bytes:
+        return self.body.read(size if size >= 0 else None)
+
+    def readinto(self, buffer) -> int:
+        data = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _stage_package(
+    db: OpsDb, job: dict[str, Any], package: dict[str, Any], location: dict[str, Any], job_root: Path,
+    client_factory: Callable,
+) -> None:  # fmt: skip
+    copies = db.fetch_all("archive_copies_of_package", package_id=package["id"], site_id=location["site_id"])
+    if not copies:
+        raise StagingRequestError(f"package {package['name']} has no verified archive copy yet")
+    source = copies[0]
+    files = db.fetch_all("files_of_package", package_id=package["id"])
+    body = client_factory(source).get_object(Bucket=source["s3_bucket"], Key=source["path"])["Body"]
+    try:
+        extracted = extract_verified(_ReadInto(body), package["checksum"], files, job_root)
+    finally:
+        body.close()
+    for part in extracted.parts:
+        part.rename(part.with_name(part.name.removesuffix(".part")))
+    with db.transaction():
+        db.fetch_value(
+            "upsert_staged_copy",
+            location_id=location["id"],
+            package_id=package["id"],
+            job_id=job["id"],
+            path=job["name"],
+            checksum=package["checksum"],
+        )
+        db.execute("set_staging_job_package_status", job_id=job["id"], package_id=package["id"], status="COMPLETED")
+    log.info("staged %s from %s/%s into %s", package["name"], source["site"], source["name"], job_root)
