@@ -68,15 +68,16 @@ class LocalS3:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(self.argv(), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         client = self.client()
         deadline = time.monotonic() + timeout
         while True:
             try:
                 client.list_buckets()
                 return
-            except Exception as error:  # noqa: BLE001 - any failure means "not ready yet" until the deadline
+            except Exception as error:  # any failure means "not ready yet" until the deadline
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     tail = (self.directory / "weed.log").read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"SeaweedFS did not become ready: {error}\n{tail}") from error

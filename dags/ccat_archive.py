@@ -1,0 +1,53 @@
+"""ccat_archive: RawDataPackages in a site's buffer -> the site's S3 long-term archive."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from ccat_operators import topology
+from ccat_operators.operators.archive import ArchivePackagesOperator
+from ccat_operators.paths import default_topology_file
+from ccat_operators.queues import Operation, queue_name
+from ccat_operators.states import LocationType
+
+DOC = """
+### Long-term archive
+
+For every active LONG_TERM_ARCHIVE location, on its `..._long_term_archive_transfer`
+queue, **archive_to_...** gives every package with a verified copy in one of the site's
+buffers a LongTermArchiveTransfer, then uploads each to
+`s3://<bucket>/<prefix>raw_data_packages/<instrument>/<YYYY-MM-DD>/<package>.tar` so that
+the server verifies it (`ChecksumSHA256`; multipart with a checksum per part above
+64 MiB), and checks it with a HEAD. The PhysicalCopy at the archive is then PRESENT; a
+package with a verified copy in every archive is **ARCHIVED** (`archived_at`).
+
+States: **PENDING -> SCHEDULED -> IN_PROGRESS -> COMPLETED**; a failed try goes back to
+PENDING and counts an attempt. After **3** failed attempts the transfer is **FAILED** with
+`requires_intervention` and is not tried again.
+
+**On failure**: S3 unreachable or refusing credentials stops the run (other packages keep
+their attempts) and the task retries with backoff. For transfers needing intervention,
+read `failure_reason`, fix the cause, then `ccat archive clear [--id N]` and clear the task.
+"""
+
+TOPOLOGY = topology.load(default_topology_file())
+
+with DAG(
+    dag_id="ccat_archive",
+    schedule="@hourly",
+    catchup=False,
+    max_active_runs=1,
+    tags=["ccat", "archive"],
+    doc_md=DOC,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
+):
+    for location in TOPOLOGY.locations:
+        if location.type != LocationType.LONG_TERM_ARCHIVE or not location.active:
+            continue
+        ArchivePackagesOperator(
+            task_id=f"archive_to_{location.site}_{location.name}",
+            location=location.key,
+            queue=queue_name(location.site, location.name, Operation.LONG_TERM_ARCHIVE_TRANSFER),
+        )

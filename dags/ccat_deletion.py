@@ -1,0 +1,56 @@
+"""ccat_deletion: remove the copies that retention rules allow to go."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from ccat_operators import topology
+from ccat_operators.operators.archive import DeleteCopiesOperator
+from ccat_operators.paths import default_topology_file
+from ccat_operators.queues import OPERATIONS_BY_LOCATION_TYPE, Operation, queue_name
+
+DOC = """
+### Deletion
+
+For every active location with a `..._deletion` queue (SOURCE, BUFFER, PROCESSING),
+**delete_at_...** schedules the copies the retention rules allow to go
+(PRESENT/STAGED -> **DELETION_SCHEDULED**), re-checks each under a lock just before
+(-> **DELETION_IN_PROGRESS**, or back to PRESENT if the rules no longer allow it),
+removes its files and marks it **DELETED** (or **DELETION_FAILED** with the reason).
+
+The rules (per location, from the topology's `retention`):
+- SOURCE raw files: the package is ARCHIVED with at least `min_lta_copies` verified
+  archive copies, none of its transfers or archive transfers is unfinished, and
+  `period` has passed.
+- BUFFER package tars: never the last verified copy, never while the archive reads it;
+  after transfer, unpack and archive are done and `period` passed, or earlier when the
+  disk is fuller than `disk_pressure_threshold`.
+- PROCESSING staged copies: after the staging job's retention.
+- Bundles (DataTransferPackages): once unpacked at every destination.
+Long-term archive copies are never deleted automatically.
+
+**On failure**: DELETION_FAILED copies keep their files' state unknown: check
+`physical_copy.failure_reason` (permissions, mount), fix, and clear the task.
+"""
+
+TOPOLOGY = topology.load(default_topology_file())
+
+with DAG(
+    dag_id="ccat_deletion",
+    schedule="@hourly",
+    catchup=False,
+    max_active_runs=1,
+    tags=["ccat", "deletion"],
+    doc_md=DOC,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+):
+    for location in TOPOLOGY.locations:
+        if not location.active or Operation.DELETION not in OPERATIONS_BY_LOCATION_TYPE[location.type]:
+            continue
+        DeleteCopiesOperator(
+            task_id=f"delete_at_{location.site}_{location.name}",
+            location=location.key,
+            queue=queue_name(location.site, location.name, Operation.DELETION),
+        )

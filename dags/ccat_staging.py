@@ -1,0 +1,86 @@
+"""ccat_staging: a scientist asks for observations; they are staged from the archive."""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param
+
+from ccat_operators import topology
+from ccat_operators.operators.archive import StageObservationsOperator
+from ccat_operators.paths import default_topology_file
+from ccat_operators.queues import Operation, queue_name
+from ccat_operators.states import LocationType
+
+DOC = """
+### Stage data for processing
+
+Trigger with the form: name the observations (their ids, **or** an obs unit with a date
+range) and the PROCESSING location. The raw files are fetched from a long-term archive
+holding a verified copy (the location's own site first), checked file by file against
+their filed checksums, and written to `<location root>/<job>/<path of the raw file>`.
+
+The request becomes a StagingJob named after it: triggering the same request again
+reuses the job and stages only what is missing. Job states: **PENDING -> SCHEDULED ->
+IN_PROGRESS -> COMPLETED | FAILED**. Staged copies are deleted after `retention`.
+
+**On failure**: a refused request says why (unknown ids, no data, both ids and an obs
+unit...). A package that cannot be staged yet (not archived) fails the job; trigger
+again later.
+"""
+
+TOPOLOGY = topology.load(default_topology_file())
+PROCESSING = [loc for loc in TOPOLOGY.locations if loc.type == LocationType.PROCESSING and loc.active]
+
+with DAG(
+    dag_id="ccat_staging",
+    schedule=None,
+    catchup=False,
+    tags=["ccat", "staging", "scientists"],
+    doc_md=DOC,
+    params={
+        "observations": Param(
+            [],
+            type="array",
+            items={"type": "integer", "minimum": 1},
+            title="Observation ids",
+            description="ExecutedObsUnit ids to stage. Leave empty to use an obs unit and dates instead.",
+        ),
+        "obs_unit": Param("", type="string", title="Obs unit", description="Name of the obs unit (instead of ids)."),
+        "start_date": Param(
+            "",
+            type="string",
+            pattern=r"^(\d{4}-\d{2}-\d{2})?$",
+            title="From (YYYY-MM-DD)",
+            description="First day of observations of the obs unit (inclusive).",
+        ),
+        "end_date": Param(
+            "",
+            type="string",
+            pattern=r"^(\d{4}-\d{2}-\d{2})?$",
+            title="To (YYYY-MM-DD)",
+            description="Last day of observations of the obs unit (inclusive).",
+        ),
+        "location": Param(
+            PROCESSING[0].key if PROCESSING else "",
+            type="string",
+            enum=[loc.key for loc in PROCESSING],
+            title="Processing location",
+            description="Where the data should appear.",
+        ),
+        "requested_by": Param(
+            "scientist", type="string", minLength=1, title="Requested by", description="Your name or e-mail."
+        ),
+        "retention": Param(
+            "14d",
+            type="string",
+            pattern=r"^\d+[smhdw]$",
+            title="Keep for",
+            description="How long the staged copy is kept, e.g. 14d, 6w.",
+        ),
+    },
+):
+    for location in PROCESSING:
+        StageObservationsOperator(
+            task_id=f"stage_to_{location.site}_{location.name}",
+            location=location.key,
+            queue=queue_name(location.site, location.name, Operation.STAGING),
+        )

@@ -1,0 +1,1 @@
+SELECT id, status FROM physical_copy WHERE id = %(id)s FOR UPDATE;

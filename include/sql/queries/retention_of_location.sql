@@ -1,0 +1,1 @@
+SELECT * FROM retention_policy WHERE data_location_id = %(location_id)s;
