@@ -1,9 +1,9 @@
 -- Bulk fill of ops-db for bench/opsdb_scale.py: a realistic, mostly finished history.
 --
 -- Sizes come from the one-row table bench_scale, which opsdb_scale.py creates from its
--- --files/--packages arguments (see Scale there); the sites, locations and instrument
--- modules come from include/topology/ccat.yaml, already applied. Each "-- step:" line
--- starts one step, which the script runs and times on its own connection.
+-- arguments (see Scale there); the sites, locations and instrument modules come from
+-- include/topology/ccat.yaml, already applied. Each "-- step:" line starts one step,
+-- which the script runs and times on its own.
 --
 -- Rows of the tables that others point at get explicit ids (OVERRIDING SYSTEM VALUE), so
 -- every reference is computed from a formula instead of joined; the last step moves the
@@ -14,13 +14,19 @@
 -- Time line: package p (1 .. packages) was created (packages - p + 1) * step_seconds
 -- before t0, so the history spans years and the newest package is minutes old.
 --   packages 1 .. bundled_until            COMPLETED (a few FAILED), each in a bundle
---                                           (data_transfer_package); archived unless
---                                           their bundle is one of the open_dtps newest
+--                                           (data_transfer_package); archived if their
+--                                           bundle is done (id <= dtps_done)
 --   .. packages - open_packages            COMPLETED, not bundled yet
 --   the open_packages newest               IN_PROGRESS (the oldest stuck ones first),
 --                                           SCHEDULED, then PENDING
 -- Every package has ~files/packages files; unpackaged_files more files, from the newest
 -- observations, are in no package yet. All files are at ccat/telescope_computer.
+--
+-- Bundles 1 .. dtps_done are done: routed, both transfer legs (ccat/buffer -> the
+-- primary archive site's buffer, then the fan-out leg to the other site's buffer)
+-- COMPLETED and unpacked. The newer ones are in flight, dtp_stage bundles per step,
+-- oldest first: 2 steps unpacking, 2 in transfer, 1 COMPLETED but not routed, then
+-- 1 IN_PROGRESS and 1 PENDING (being written).
 
 -- step: session settings and helpers
 SET session_replication_role = replica;
@@ -39,8 +45,9 @@ INSERT INTO obs_unit (id, observing_program_id, name) OVERRIDING SYSTEM VALUE
 SELECT g, (g - 1) % s.programs + 1, 'obs_unit_' || lpad(g::text, 5, '0')
 FROM bench_scale AS s, generate_series(1, s.obs_units) AS g;
 
--- Observation e (packaged ones) started two hours before its first package was made;
--- the unpackaged ones are the newest, five minutes apart.
+-- Observation e (packaged ones) started two hours before its first package was made
+-- (or would have been: with more observations than packages some have none); the
+-- unpackaged ones are the newest, five minutes apart.
 INSERT INTO executed_obs_unit (id, obs_unit_id, start_time, end_time, created_at) OVERRIDING SYSTEM VALUE
 SELECT e, (e - 1) % s.obs_units + 1, t.start_time, t.start_time + interval '50 minutes',
        t.start_time + interval '55 minutes'
@@ -49,31 +56,34 @@ CROSS JOIN generate_series(1, s.eous_packaged + s.eous_unpackaged) AS e
 CROSS JOIN LATERAL (
     SELECT CASE
         WHEN e <= s.eous_packaged THEN
-            s.t0 - make_interval(secs => (s.packages - (e - 1) * s.packages / s.eous_packaged) * s.step_seconds + 7200)
+            s.t0 - make_interval(secs => (s.packages - (e - 1)::double precision * s.packages / s.eous_packaged) * s.step_seconds + 7200)
         ELSE
             s.t0 - make_interval(secs => (s.eous_packaged + s.eous_unpackaged - e + 1) * 300 + 3600.5)
     END AS start_time
 ) AS t;
 
 -- step: data transfer packages (bundles)
-INSERT INTO data_transfer_package (id, name, origin_location_id, size_bytes, checksum, status,
-                                   attempts, created_at, status_changed_at) OVERRIDING SYSTEM VALUE
+INSERT INTO data_transfer_package (id, name, origin_location_id, size_bytes, checksum, status, attempts,
+                                   routed_at, created_at, status_changed_at) OVERRIDING SYSTEM VALUE
 SELECT d, 'dtp_' || lpad(d::text, 7, '0'),
        (SELECT id FROM bench_location WHERE key = 'ccat/buffer'),
        (s.packages / s.dtps) * 5000000000 + (d * 7919) % 1000000000,
        'sha256:' || md5('dtp' || d) || md5('dtp' || d),
        t.status, CASE WHEN t.status = 'PENDING' THEN 0 ELSE 1 END,
-       t.created_at,
-       CASE WHEN t.status = 'COMPLETED' THEN t.created_at + interval '1 day'
-            ELSE s.t0 - (d % 30 + 1) * interval '1 minute' END
+       CASE WHEN t.rank <= 4 * s.dtp_stage THEN t.changed_at + interval '5 minutes' END,
+       t.created_at, t.changed_at
 FROM bench_scale AS s
 CROSS JOIN generate_series(1, s.dtps) AS d
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN d <= s.dtps - s.open_dtps THEN 'COMPLETED'
-                WHEN d <= s.dtps - s.open_dtps / 2 THEN 'IN_PROGRESS'
+    SELECT d - s.dtps_done AS rank,
+           CASE WHEN d - s.dtps_done <= 5 * s.dtp_stage THEN 'COMPLETED'
+                WHEN d - s.dtps_done <= 6 * s.dtp_stage THEN 'IN_PROGRESS'
                 ELSE 'PENDING' END::status AS status,
            s.t0 - make_interval(secs => (s.packages - d * s.bundled_until / s.dtps) * s.step_seconds - 1800)
-               AS created_at
+               AS created_at,
+           CASE WHEN d <= s.dtps_done
+                THEN s.t0 - make_interval(secs => (s.packages - d * s.bundled_until / s.dtps) * s.step_seconds - 5400)
+                ELSE s.t0 - (180 - (d - s.dtps_done) * 5) * interval '1 minute' END AS changed_at
 ) AS t;
 
 -- step: raw data packages
@@ -90,7 +100,7 @@ SELECT p, 'pkg_' || lpad(p::text, 8, '0'), a.eou, a.module,
        CASE WHEN b.status = 'FAILED' THEN 'checksum mismatch: file changed while packaging' END,
        CASE b.status WHEN 'PENDING' THEN 0 WHEN 'FAILED' THEN 3 ELSE 1 END,
        b.dtp,
-       CASE WHEN b.dtp <= s.dtps - s.open_dtps THEN a.created_at + interval '2 days' END,
+       CASE WHEN b.dtp <= s.dtps_done THEN a.created_at + interval '2 days' END,
        a.created_at,
        CASE b.status
            WHEN 'COMPLETED' THEN a.created_at + interval '20 minutes'
@@ -165,18 +175,57 @@ CROSS JOIN LATERAL (
            m.ids[(k - 1) % cardinality(m.ids) + 1] AS module
 ) AS a;
 
--- step: data transfers (one per bundle, to the Cologne or the US buffer)
-INSERT INTO data_transfer (data_transfer_package_id, origin_location_id, destination_location_id, method,
-                           status, unpack_status, attempts, created_at, status_changed_at)
-SELECT d.id,
-       d.origin_location_id,
-       (SELECT id FROM bench_location WHERE key = CASE WHEN d.id % 2 = 0 THEN 'cologne/buffer' ELSE 'us/buffer' END),
-       'bbcp', d.status,
-       CASE WHEN d.status = 'COMPLETED' THEN 'COMPLETED' ELSE 'PENDING' END::status,
-       d.attempts, d.created_at, d.status_changed_at
-FROM data_transfer_package AS d;
+-- step: data transfers
+-- Bundle d's primary leg (id 2d - 1) goes to the buffer of archive site cologne (d even)
+-- or us (d odd); its secondary leg (id 2d) fans out from there to the other site's
+-- buffer and depends on the primary leg.
+INSERT INTO data_transfer (id, data_transfer_package_id, origin_location_id, destination_location_id,
+                           depends_on_transfer_id, method, status, unpack, unpack_status, attempts,
+                           bytes_sent, seconds, created_at, status_changed_at, unpack_status_changed_at)
+    OVERRIDING SYSTEM VALUE
+SELECT 2 * d.id - 1 + leg.secondary::int, d.id,
+       CASE WHEN leg.secondary THEN l.first_buffer ELSE d.origin_location_id END,
+       CASE WHEN leg.secondary THEN l.other_buffer ELSE l.first_buffer END,
+       CASE WHEN leg.secondary THEN 2 * d.id - 1 END,
+       CASE WHEN leg.secondary THEN 'rsync' ELSE 'bbcp' END::transfer_method,
+       t.status, true, t.unpack_status,
+       CASE WHEN t.status = 'PENDING' THEN 0 ELSE 1 END,
+       CASE WHEN t.status = 'COMPLETED' THEN d.size_bytes END,
+       CASE WHEN t.status = 'COMPLETED' THEN d.size_bytes / 1e8 END,
+       d.routed_at,
+       CASE WHEN t.rank <= 0 THEN d.routed_at + interval '2 hours' * (1 + leg.secondary::int)
+            ELSE s.t0 - (t.rank % 20 + 1) * interval '1 minute' END,
+       CASE WHEN t.rank <= 0 THEN d.routed_at + interval '3 hours' * (1 + leg.secondary::int)
+            ELSE s.t0 - (t.rank % 20 + 1) * interval '1 minute' END
+FROM bench_scale AS s
+CROSS JOIN data_transfer_package AS d
+CROSS JOIN (VALUES (false), (true)) AS leg (secondary)
+CROSS JOIN LATERAL (
+    SELECT (SELECT id FROM bench_location WHERE key = CASE WHEN d.id % 2 = 0 THEN 'cologne/buffer' ELSE 'us/buffer' END)
+               AS first_buffer,
+           (SELECT id FROM bench_location WHERE key = CASE WHEN d.id % 2 = 0 THEN 'us/buffer' ELSE 'cologne/buffer' END)
+               AS other_buffer
+) AS l
+CROSS JOIN LATERAL (
+    SELECT d.id - s.dtps_done AS rank,
+           CASE
+               WHEN d.id <= s.dtps_done THEN 'COMPLETED'
+               WHEN d.id - s.dtps_done <= 2 * s.dtp_stage THEN
+                   CASE WHEN leg.secondary THEN 'IN_PROGRESS' ELSE 'COMPLETED' END
+               WHEN leg.secondary THEN 'PENDING'
+               ELSE (ARRAY['PENDING', 'SCHEDULED', 'IN_PROGRESS'])[(d.id - s.dtps_done) % 3 + 1]
+           END::status AS status,
+           CASE
+               WHEN d.id <= s.dtps_done THEN 'COMPLETED'
+               WHEN leg.secondary OR d.id - s.dtps_done > 2 * s.dtp_stage THEN 'PENDING'
+               WHEN d.id - s.dtps_done <= s.dtp_stage THEN 'PENDING'
+               ELSE 'IN_PROGRESS'
+           END::status AS unpack_status
+) AS t
+WHERE d.routed_at IS NOT NULL;
 
--- step: long-term archive transfers (one per archived package)
+-- step: long-term archive transfers
+-- One COMPLETED transfer per archived package, from the primary archive site's buffer.
 INSERT INTO long_term_archive_transfer (raw_data_package_id, origin_location_id, destination_location_id,
                                         status, attempts, created_at, status_changed_at)
 SELECT p.id,
@@ -190,7 +239,9 @@ CROSS JOIN (SELECT id FROM bench_location WHERE key = 'cologne/lta') AS cl
 CROSS JOIN (SELECT id FROM bench_location WHERE key = 'us/lta') AS ul
 WHERE p.archived_at IS NOT NULL;
 
--- step: package copies at ccat/buffer (PRESENT for the newest, DELETED for the rest)
+-- step: package copies at ccat/buffer
+-- PRESENT for the newest buffer_present packages (and any not archived yet), then
+-- DELETION_SCHEDULED for deletion_scheduled more, DELETED for the rest.
 INSERT INTO physical_copy (data_location_id, raw_data_package_id, path, checksum, status, verified_at,
                            created_at, status_changed_at)
 SELECT (SELECT id FROM bench_location WHERE key = 'ccat/buffer'),
@@ -207,7 +258,8 @@ CROSS JOIN LATERAL (
 ) AS c
 WHERE p.status = 'COMPLETED';
 
--- step: package copies at the long-term archives (one per archived package)
+-- step: package copies at the long-term archives
+-- One PRESENT copy per archived package, at its bundle's primary archive site.
 INSERT INTO physical_copy (data_location_id, raw_data_package_id, path, checksum, status, verified_at,
                            created_at, status_changed_at)
 SELECT CASE WHEN p.data_transfer_package_id % 2 = 0 THEN cl.id ELSE ul.id END,
@@ -217,13 +269,16 @@ CROSS JOIN (SELECT id FROM bench_location WHERE key = 'cologne/lta') AS cl
 CROSS JOIN (SELECT id FROM bench_location WHERE key = 'us/lta') AS ul
 WHERE p.archived_at IS NOT NULL;
 
--- step: bundle copies at ccat/buffer (DELETED once transferred)
+-- step: bundle copies at ccat/buffer
+-- DELETED once the bundle is done, PRESENT while it is in flight.
 INSERT INTO physical_copy (data_location_id, data_transfer_package_id, path, checksum, status, verified_at,
                            created_at, status_changed_at)
 SELECT d.origin_location_id, d.id, 'bundles/' || d.name || '.tar', d.checksum,
-       CASE WHEN d.status = 'COMPLETED' THEN 'DELETED' ELSE 'PRESENT' END::physical_copy_status,
-       d.created_at, d.created_at, d.status_changed_at
-FROM data_transfer_package AS d;
+       CASE WHEN d.id <= s.dtps_done THEN 'DELETED' ELSE 'PRESENT' END::physical_copy_status,
+       d.status_changed_at, d.status_changed_at, d.status_changed_at + interval '3 days' * (d.id <= s.dtps_done)::int
+FROM bench_scale AS s
+CROSS JOIN data_transfer_package AS d
+WHERE d.status = 'COMPLETED';
 
 -- step: identity sequences past the explicit ids
 SELECT setval(pg_get_serial_sequence('observing_program', 'id'), (SELECT max(id) FROM observing_program));
@@ -231,3 +286,4 @@ SELECT setval(pg_get_serial_sequence('obs_unit', 'id'), (SELECT max(id) FROM obs
 SELECT setval(pg_get_serial_sequence('executed_obs_unit', 'id'), (SELECT max(id) FROM executed_obs_unit));
 SELECT setval(pg_get_serial_sequence('data_transfer_package', 'id'), (SELECT max(id) FROM data_transfer_package));
 SELECT setval(pg_get_serial_sequence('raw_data_package', 'id'), (SELECT max(id) FROM raw_data_package));
+SELECT setval(pg_get_serial_sequence('data_transfer', 'id'), (SELECT max(id) FROM data_transfer));

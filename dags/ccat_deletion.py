@@ -26,7 +26,7 @@ The rules (per location, from the topology's `retention`):
   `period` has passed.
 - BUFFER package tars: never the last verified copy, never while the archive reads it;
   after transfer, unpack and archive are done and `period` passed, or earlier when the
-  disk is fuller than `disk_pressure_threshold`.
+  disk is fuller than `disk_pressure_threshold` and a verified archive copy exists.
 - PROCESSING staged copies: after the staging job's retention.
 - Bundles (DataTransferPackages): once unpacked at every destination.
 Long-term archive copies are never deleted automatically.

@@ -110,3 +110,16 @@ def site_network(tmp_path_factory: pytest.TempPathFactory):
         yield network
     finally:
         network.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A SeaweedFS S3 server on loopback, enforcing its credentials."""
+    from ccat_operators.devs3 import LocalS3
+
+    server = LocalS3(tmp_path_factory.mktemp("s3"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -72,6 +72,23 @@ def cmd_queues(args: argparse.Namespace) -> None:
         print(queue.name)
 
 
+def cmd_archive_pending_intervention(args: argparse.Namespace) -> None:
+    with _db(args) as db:
+        rows = db.fetch_all("archive_transfers_needing_intervention")
+    for row in rows:
+        print(f"{row['id']}\t{row['package']}\t{row['attempts']} attempts\t{row['failure_reason']}")
+    if not rows:
+        print("no archive transfer needs intervention")
+
+
+def cmd_archive_clear(args: argparse.Namespace) -> None:
+    with _db(args) as db:
+        cleared = db.fetch_all("clear_archive_intervention", id=args.id)
+    if args.id is not None and not cleared:
+        raise LookupError(f"archive transfer {args.id} does not need intervention")
+    print(f"cleared {len(cleared)} archive transfer(s): they will be tried again")
+
+
 def cmd_pools(args: argparse.Namespace) -> None:
     loaded = topology.load(args.topology)
     print(json.dumps(transfer_pools(loaded, args.slots), indent=2))
@@ -148,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-command", action="store_true", help="print the `airflow celery worker` command serving these queues"
     )
     queue_parser.add_argument("--hostname", help="Celery worker name (default: site/location)")
+
+    archive_commands = commands.add_parser("archive", help="long-term archive transfers").add_subparsers(
+        dest="archive_command", required=True
+    )
+    add(archive_commands, "needs-intervention", cmd_archive_pending_intervention,
+        "list archive transfers that failed 3 times")  # fmt: skip
+    clear = add(archive_commands, "clear", cmd_archive_clear, "let failed archive transfers be tried again")
+    clear.add_argument("--id", type=int, help="only this transfer (default: all needing intervention)")
 
     pools_parser = add(
         commands,

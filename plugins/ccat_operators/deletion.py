@@ -1,6 +1,6 @@
 """Deletion: remove source, buffer, processing and bundle copies the rules allow to go.
 
-The rules live in SQL (``deletable_package_copies.sql``, ``deletable_bundle_copies.sql``)
+The rules live in SQL (``find_deletable_package_copies.sql``, ``find_deletable_bundle_copies.sql``)
 and are checked twice: when a copy is scheduled (PRESENT/STAGED -> DELETION_SCHEDULED)
 and again, under a row lock, just before anything is removed (-> DELETION_IN_PROGRESS);
 if the second check fails the copy goes back to PRESENT/STAGED. Then the files go and the
@@ -43,8 +43,8 @@ def deletable(db: OpsDb, location: dict[str, Any], under_pressure: bool, statuse
     if location["location_type"] == LocationType.LONG_TERM_ARCHIVE:
         return []
     params = {"location_id": location["id"], "statuses": statuses, "copy_id": copy_id, "limit": BATCH}
-    packages = db.fetch_all("deletable_package_copies", under_pressure=under_pressure, **params)
-    bundles = db.fetch_all("deletable_bundle_copies", **params)
+    packages = db.fetch_all("find_deletable_package_copies", under_pressure=under_pressure, **params)
+    bundles = db.fetch_all("find_deletable_bundle_copies", **params)
     return packages + bundles
 
 

@@ -8,7 +8,7 @@
 --              never the last verified copy (another verified buffer or archive copy must
 --              exist); then either everything is done (ARCHIVED, every transfer of its
 --              bundle arrived and unpacked) and the retention period has passed, or the
---              buffer is under disk pressure.
+--              buffer is under disk pressure and a verified archive copy already exists.
 --   PROCESSING (a staged copy): the staging job's retention (else the location's) has passed.
 WITH loc AS (
     SELECT l.id, l.location_type,
@@ -66,7 +66,7 @@ WHERE CASE loc.location_type
         AND NOT candidate.archive_reads_here
         AND candidate.other_verified_copies >= 1
         AND (
-            %(under_pressure)s
+            (%(under_pressure)s AND candidate.archive_copies >= 1)
             OR (candidate.archived_at IS NOT NULL
                 AND NOT candidate.transfers_unfinished
                 AND candidate.created_at < now() - loc.retention_period)

@@ -1,0 +1,192 @@
+"""Archive into a real S3 server (SeaweedFS) that verifies checksums; staging back out."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from ccat_operators import archive, deletion, staging
+from ccat_operators.cli import main
+from ccat_operators.devs3 import LocalS3
+from ccat_operators.opsdb import OpsDb
+from tests import pipeline
+from tests.helpers import location_row
+
+
+@pytest.fixture
+def world(ops_db: OpsDb, data_root: Path, tmp_path: Path, s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch):
+    pipeline.setup(ops_db, tmp_path, s3_server)
+    pipeline.s3_connections(monkeypatch, s3_server)
+    # Each test its own buckets: the server lives for the whole module.
+    suffix = tmp_path.name[-8:].lower().replace("_", "-")
+    ops_db.conn.execute("UPDATE data_location SET s3_bucket = s3_bucket || '-' || %s WHERE storage_type = 'S3'",
+                        (suffix,))  # fmt: skip
+    return pipeline.deliver(ops_db)
+
+
+def packages(db: OpsDb) -> list[dict]:
+    return db.conn.execute("SELECT * FROM raw_data_package ORDER BY id").fetchall()
+
+
+def lta(db: OpsDb, site: str) -> dict:
+    return location_row(db, f"{site}/lta")
+
+
+def test_archived_objects_equal_the_packages_and_package_becomes_archived(
+    ops_db: OpsDb, world, s3_server: LocalS3, data_root: Path
+) -> None:
+    result = archive.archive_pending(ops_db, lta(ops_db, "cologne"))
+    assert result.failed == {} and len(result.completed) == len(packages(ops_db))
+    assert all(p["archived_at"] is None for p in packages(ops_db))  # us has no copy yet
+    archive.archive_pending(ops_db, lta(ops_db, "us"))
+    client = s3_server.client()
+    for package in packages(ops_db):
+        assert package["archived_at"] is not None
+        local = (data_root / "cologne" / "buffer" / package["relative_path"]).read_bytes()
+        for site in ("cologne", "us"):
+            location = lta(ops_db, site)
+            body = client.get_object(Bucket=location["s3_bucket"], Key=package["relative_path"])["Body"].read()
+            assert body == local
+            assert "sha256:" + hashlib.sha256(body).hexdigest() == package["checksum"]
+    copies = ops_db.conn.execute(
+        "SELECT count(*) AS n FROM physical_copy c JOIN data_location l ON l.id = c.data_location_id "
+        "WHERE l.location_type = 'LONG_TERM_ARCHIVE' AND c.status = 'PRESENT' AND c.verified_at IS NOT NULL"
+    ).fetchone()
+    assert copies["n"] == 2 * len(packages(ops_db))
+    # Running again uploads nothing new.
+    again = archive.archive_pending(ops_db, lta(ops_db, "cologne"))
+    assert again.planned == 0 and again.completed == []
+
+
+def test_server_refuses_a_wrong_checksum(ops_db: OpsDb, world, s3_server: LocalS3, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    client = s3_server.client()
+    bucket = lta(ops_db, "cologne")["s3_bucket"]
+    archive.ensure_bucket(client, bucket)
+    good = tmp_path / "good.tar"
+    good.write_bytes(b"a" * 5000)
+    checksum = "sha256:" + hashlib.sha256(good.read_bytes()).hexdigest()
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"a" * 4999 + b"b")
+    with pytest.raises(ClientError, match="BadDigest"):
+        archive.upload(client, bucket, "single.tar", bad, 5000, checksum)
+    assert archive.head(client, bucket, "single.tar") is None
+
+    monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(archive, "MIN_PART_SIZE", 5 * 2**20)
+    big = tmp_path / "big.tar"
+    big.write_bytes(bytes(range(256)) * 50_000)
+    big_checksum = "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
+    expected = archive.upload(client, bucket, "multi.tar", big, big.stat().st_size, big_checksum)
+    assert archive.is_verified(archive.head(client, bucket, "multi.tar"), big.stat().st_size, big_checksum, expected)
+    with pytest.raises(archive.ArchiveVerificationError, match="does not match"):
+        archive.upload(client, bucket, "multi-bad.tar", big, big.stat().st_size, "sha256:" + "0" * 64)
+    assert archive.head(client, bucket, "multi-bad.tar") is None
+
+
+def test_corrupt_buffer_copy_is_never_archived_and_needs_intervention_after_three_tries(
+    ops_db: OpsDb, world, data_root: Path, capsys
+) -> None:
+    victim = packages(ops_db)[0]
+    path = data_root / "cologne" / "buffer" / victim["relative_path"]
+    original = path.read_bytes()
+    path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    for attempt in (1, 2, 3):
+        result = archive.archive_pending(ops_db, lta(ops_db, "cologne"))
+        assert victim["name"] in result.failed and "BadDigest" in result.failed[victim["name"]]
+        row = ops_db.conn.execute(
+            "SELECT * FROM long_term_archive_transfer WHERE raw_data_package_id = %s", (victim["id"],)
+        ).fetchone()
+        assert row["attempts"] == attempt
+    assert row["status"] == "FAILED" and row["requires_intervention"] is True
+    assert victim["name"] in result.needs_intervention
+    # Left alone from now on, until an operator clears it.
+    assert victim["name"] not in archive.archive_pending(ops_db, lta(ops_db, "cologne")).failed
+    assert main(["archive", "needs-intervention", "--db", ops_db.conn.info.dsn]) == 0
+    assert victim["name"] in capsys.readouterr().out
+
+    path.write_bytes(original)
+    assert main(["archive", "clear", "--db", ops_db.conn.info.dsn]) == 0
+    assert victim["name"] in archive.archive_pending(ops_db, lta(ops_db, "cologne")).completed
+
+
+def test_with_s3_down_archive_retries_nothing_is_deleted_and_it_completes_later(
+    ops_db: OpsDb, world, s3_server: LocalS3, data_root: Path
+) -> None:
+    s3_server.stop()
+    try:
+        result = archive.archive_pending(ops_db, lta(ops_db, "cologne"))
+        assert result.completed == [] and len(result.failed) == 1  # stopped at the first: storage-wide failure
+        for key in ("ccat/telescope_computer", "ccat/buffer", "cologne/buffer", "us/buffer"):
+            deletion.run_deletions(ops_db, location_row(ops_db, key), under_pressure=True)
+        # Not one copy of a package went, disk pressure or not: none is archived yet.
+        # (The bundle tars may go: they were unpacked at every destination.)
+        package_copies = ops_db.conn.execute(
+            "SELECT DISTINCT status FROM physical_copy WHERE raw_data_package_id IS NOT NULL"
+        ).fetchall()
+        assert package_copies == [{"status": "PRESENT"}]
+        # An outage of the storage is not counted against the packages.
+        attempts = ops_db.conn.execute("SELECT max(attempts) AS a FROM long_term_archive_transfer").fetchone()["a"]
+        assert attempts == 0
+    finally:
+        s3_server.start()
+    for site in ("cologne", "us"):
+        assert archive.archive_pending(ops_db, lta(ops_db, site)).failed == {}
+    assert all(p["archived_at"] is not None for p in packages(ops_db))
+    assert all(Path(data_root / "ccat" / "telescope_computer" / f).exists() for f in world)
+
+
+def test_staged_files_equal_the_originals_and_asking_again_redoes_nothing(
+    ops_db: OpsDb, world, data_root: Path
+) -> None:
+    for site in ("cologne", "us"):
+        archive.archive_pending(ops_db, lta(ops_db, site))
+    observation = ops_db.conn.execute("SELECT min(id) AS id FROM executed_obs_unit").fetchone()["id"]
+    request = staging.StagingRequest.from_params(
+        {"observations": [observation], "location": "cologne/ramses", "requested_by": "ada", "retention": "1d"}
+    )
+    job = staging.create_job(ops_db, request)
+    result = staging.stage_job(ops_db, job["id"])
+    assert result.failed == {} and result.staged
+    staged_root = data_root / "cologne" / "ramses" / job["name"]
+    files = ops_db.conn.execute(
+        "SELECT relative_path FROM raw_data_file WHERE executed_obs_unit_id = %s", (observation,)
+    ).fetchall()
+    assert files
+    for row in files:
+        assert (staged_root / row["relative_path"]).read_bytes() == world[row["relative_path"]]
+    assert not list(staged_root.rglob("*.part"))
+    copies = ops_db.conn.execute("SELECT * FROM physical_copy WHERE staging_job_id = %s", (job["id"],)).fetchall()
+    assert {c["status"] for c in copies} == {"STAGED"} and len(copies) == len(result.staged)
+
+    again = staging.create_job(ops_db, request)
+    assert again["id"] == job["id"]
+    second = staging.stage_job(ops_db, again["id"])
+    assert second.staged == [] and sorted(second.already) == sorted(result.staged)
+
+
+BAD_REQUESTS = [
+    ({"location": "cologne/ramses"}, "name the observations"),
+    ({"location": "cologne/ramses", "observations": [1], "obs_unit": "x"}, "either observation ids or an obs_unit"),
+    ({"location": "cologne/ramses", "obs_unit": "x", "start_date": "2026-02-01", "end_date": "2026-01-01"},
+     "end_date 2026-01-01 is before start_date 2026-02-01"),
+    ({"location": "cologne/ramses", "observations": [1], "retention": "forever"}, "retention:"),
+]
+
+
+@pytest.mark.parametrize(("params", "message"), BAD_REQUESTS)
+def test_bad_staging_requests_are_refused_clearly(params: dict, message: str) -> None:
+    with pytest.raises(staging.StagingRequestError, match=message):
+        staging.StagingRequest.from_params(params)
+
+
+def test_staging_request_for_unknown_things_is_refused(ops_db: OpsDb, world) -> None:
+    with pytest.raises(staging.StagingRequestError, match="unknown observation id"):
+        staging.create_job(ops_db, staging.StagingRequest(location="cologne/ramses", observations=(999_999,)))
+    with pytest.raises(staging.StagingRequestError, match="not an active PROCESSING location"):
+        staging.create_job(ops_db, staging.StagingRequest(location="cologne/buffer", observations=(1,)))
+    with pytest.raises(staging.StagingRequestError, match="no observation of obs unit 'nothing'"):
+        staging.create_job(ops_db, staging.StagingRequest(location="cologne/ramses", obs_unit="nothing"))
