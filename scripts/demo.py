@@ -3,8 +3,11 @@
 1. starts a private PostgreSQL under .ccat/postgres (ops-db and Airflow's metadata DB);
 2. migrates ops-db and applies include/topology/ccat.yaml (storage under .ccat/data);
 3. writes synthetic raw files for a few observations and files them;
-4. runs every pipeline DAG that exists so far through Airflow (``dag.test()``);
-5. prints a summary of ops-db.
+4. starts a SeaweedFS S3 server under .ccat/s3 (the two long-term archives' buckets);
+5. runs the pipeline through Airflow (``dag.test()``): package, bundle, transfer ccat ->
+   cologne and us, unpack, archive into S3, clean up what the rules allow (the source
+   files among them), then one staging job for a scientist;
+6. prints a summary of ops-db.
 
 Re-running is safe: every step is idempotent, so a second run files nothing new.
 Stop the database with ``.venv/bin/ccat devdb stop`` (or ``make clean`` to start over).
@@ -12,6 +15,7 @@ Stop the database with ``.venv/bin/ccat devdb stop`` (or ``make clean`` to start
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -38,11 +42,17 @@ os.environ.update(
         "CCAT_BUNDLE_MAX_AGE": "0s",
         # All "sites" are directories on this machine: copy between buffers in-process.
         "CCAT_TRANSFER_METHOD": "local",
+        # Clean up as soon as the rules allow, so the demo shows deletion too.
+        "CCAT_SOURCE_RETENTION": "0s",
+        "CCAT_BUFFER_RETENTION": "0s",
     }
 )
+S3_PORT = int(os.environ.get("CCAT_DEMO_S3_PORT", "58333"))
+os.environ["CCAT_S3_ENDPOINT"] = f"http://127.0.0.1:{S3_PORT}"
 
 from ccat_operators import filing, migrations, queues, topology
 from ccat_operators.devdb import LocalPostgres
+from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.paths import default_topology_file
 from ccat_operators.units import format_size
@@ -64,6 +74,8 @@ PIPELINE_DAGS: list[tuple[str, dict]] = [
     ("ccat_transfer", {}),  # ccat -> first archive site (round-robin)
     ("ccat_transfer", {}),  # ... -> the other archive site (fan-out)
     ("ccat_unpacking", {}),
+    ("ccat_archive", {}),
+    ("ccat_deletion", {}),
 ]
 
 
@@ -107,6 +119,15 @@ def write_observations(source_root: Path) -> list[filing.Observation]:
     return result
 
 
+def s3_connections(s3: LocalS3) -> None:
+    """Airflow connections for the archives' credentials (what a deployment keeps in a secrets backend)."""
+    for site in ("cologne", "us"):
+        os.environ[f"AIRFLOW_CONN_CCAT_S3_{site.upper()}"] = json.dumps(
+            {"conn_type": "aws", "login": s3.access_key, "password": s3.secret_key,
+             "extra": {"endpoint_url": s3.endpoint_url, "region_name": "us-east-1"}}
+        )  # fmt: skip
+
+
 def run_dags(ops_db_url: str) -> None:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils import db as airflow_db
@@ -121,6 +142,13 @@ def run_dags(ops_db_url: str) -> None:
         print(f"    {dag_id}: {run.state}")
         if run.state != "success":
             raise SystemExit(f"{dag_id} did not succeed; see the log above")
+    with OpsDb.connect(ops_db_url) as db:
+        observation = db.fetch_value("first_executed_obs_unit")
+    conf = {"observations": [observation], "location": "cologne/ramses", "requested_by": "demo", "retention": "14d"}
+    run = dagbag.get_dag("ccat_staging").test(run_conf=conf)
+    print(f"    ccat_staging (observation {observation} -> cologne/ramses): {run.state}")
+    if run.state != "success":
+        raise SystemExit("ccat_staging did not succeed; see the log above")
 
 
 def summary(db: OpsDb) -> None:
@@ -164,8 +192,15 @@ def main() -> int:
                 f"{result.new_files:>3} new, {result.already_filed:>3} already filed"
             )
 
-        step("running the pipeline DAGs through Airflow")
-        run_dags(ops_db_url)
+        step(f"starting SeaweedFS S3 on 127.0.0.1:{S3_PORT} (objects in {STATE / 's3'})")
+        s3 = LocalS3(STATE / "s3", s3_port=S3_PORT)
+        s3.start()
+        s3_connections(s3)
+        try:
+            step("running the pipeline DAGs through Airflow")
+            run_dags(ops_db_url)
+        finally:
+            s3.stop()
 
         step("ops-db summary")
         summary(db)

@@ -171,8 +171,10 @@ def test_staged_files_equal_the_originals_and_asking_again_redoes_nothing(
 BAD_REQUESTS = [
     ({"location": "cologne/ramses"}, "name the observations"),
     ({"location": "cologne/ramses", "observations": [1], "obs_unit": "x"}, "either observation ids or an obs_unit"),
-    ({"location": "cologne/ramses", "obs_unit": "x", "start_date": "2026-02-01", "end_date": "2026-01-01"},
-     "end_date 2026-01-01 is before start_date 2026-02-01"),
+    (
+        {"location": "cologne/ramses", "obs_unit": "x", "start_date": "2026-02-01", "end_date": "2026-01-01"},
+        "end_date 2026-01-01 is before start_date 2026-02-01",
+    ),
     ({"location": "cologne/ramses", "observations": [1], "retention": "forever"}, "retention:"),
 ]
 

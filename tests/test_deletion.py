@@ -101,8 +101,8 @@ class World:
     def copy(self, package: int, key: str, path: str, verified: bool = True, age: int = 0, write: bool = True) -> None:
         self.sql(
             "INSERT INTO physical_copy (data_location_id, raw_data_package_id, path, checksum, status, verified_at,"
-            " created_at) VALUES (%s, %s, %s, %s, 'PRESENT', CASE WHEN %s THEN now() END, now() - %s * interval '1 day')"
-            " ON CONFLICT DO NOTHING",
+            " created_at) VALUES (%s, %s, %s, %s, 'PRESENT', CASE WHEN %s THEN now() END,"
+            " now() - %s * interval '1 day') ON CONFLICT DO NOTHING",
             self.loc[key]["id"], package, path, None, verified, age,
         )  # fmt: skip
         if write and self.loc[key]["location_type"] != "LONG_TERM_ARCHIVE":
@@ -200,7 +200,7 @@ class World:
                     1
                     for r in rows
                     if r["location_type"] == "LONG_TERM_ARCHIVE" and r["status"] == "PRESENT" and r["verified"]
-                ),  # fmt: skip
+                ),
                 "unfinished_transfers": unfinished_transfer,
                 "unfinished_archive": unfinished_archive,
             }

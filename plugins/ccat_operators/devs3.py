@@ -65,6 +65,8 @@ class LocalS3:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and return once S3 answers with our credentials."""
+        if self.process is not None and self.process.poll() is None:
+            return
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 - lives as long as the server

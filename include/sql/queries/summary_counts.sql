@@ -16,6 +16,11 @@ WITH counts (table_name, total, by_status) AS (
     UNION ALL SELECT 'long_term_archive_transfer', (SELECT count(*) FROM long_term_archive_transfer),
         (SELECT string_agg(status || ' ' || n, ', ' ORDER BY status)
            FROM (SELECT status, count(*) AS n FROM long_term_archive_transfer GROUP BY status) AS s)
+    UNION ALL SELECT 'raw_data_package ARCHIVED', (SELECT count(*) FROM raw_data_package WHERE archived_at IS NOT NULL),
+        NULL
+    UNION ALL SELECT 'staging_job', (SELECT count(*) FROM staging_job),
+        (SELECT string_agg(status || ' ' || n, ', ' ORDER BY status)
+           FROM (SELECT status, count(*) AS n FROM staging_job GROUP BY status) AS s)
     UNION ALL SELECT 'physical_copy', (SELECT count(*) FROM physical_copy),
         (SELECT string_agg(status || ' ' || n, ', ' ORDER BY status)
            FROM (SELECT status, count(*) AS n FROM physical_copy GROUP BY status) AS s)
