@@ -104,3 +104,28 @@ def test_packaging_and_bundling_dags_run_through_airflow(
         "SELECT count(*) AS n FROM raw_data_package WHERE data_transfer_package_id = %s", (bundle[0]["id"],)
     )
     assert inner.fetchone()["n"] == 2
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"location": "mars/base"}, "'mars/base' is not one of"),
+        ({"observations": ["seven"]}, "'seven' is not of type 'integer'"),
+        ({"start_date": "21/11/2026"}, "does not match"),
+        ({"retention": "forever"}, "does not match"),
+    ],
+)
+def test_staging_form_refuses_bad_params_clearly(airflow_db, conf: dict, message: str) -> None:
+    dag = load_dagbag().get_dag("ccat_staging")
+    with pytest.raises(Exception, match=message) as caught:
+        dag.test(run_conf=conf)
+    assert "ParamValidationError" in type(caught.value).__name__
+
+
+def test_every_dag_is_documented_and_tagged() -> None:
+    dagbag = load_dagbag()
+    expected = {"ccat_topology", "ccat_packaging", "ccat_bundling", "ccat_transfer", "ccat_unpacking"}
+    expected |= {"ccat_archive", "ccat_staging", "ccat_deletion"}
+    assert expected <= set(dagbag.dag_ids)
+    staging = dagbag.get_dag("ccat_staging")
+    assert staging.params.get_param("location").schema["enum"] == ["cologne/ramses"]
