@@ -212,19 +212,9 @@ def storage_wide(error: BaseException) -> bool:
     return isinstance(error, (ConnectionError, HTTPClientError))
 
 
-def _to_in_progress(db: OpsDb, transfer: dict[str, Any]) -> bool:
-    status = Status(transfer["status"])
-    if status == Status.PENDING:
-        db.transition("long_term_archive_transfer", transfer["id"], Status.PENDING, Status.SCHEDULED)
-        status = Status.SCHEDULED
-    if status == Status.SCHEDULED:
-        db.transition("long_term_archive_transfer", transfer["id"], Status.SCHEDULED, Status.IN_PROGRESS)
-    return db.status_of("long_term_archive_transfer", transfer["id"]) == Status.IN_PROGRESS
-
-
 def _archive_one(db: OpsDb, transfer_id: int, client, result: ArchiveResult) -> None:
     transfer = db.fetch_one("long_term_archive_transfer", id=transfer_id)
-    if not _to_in_progress(db, transfer):
+    if not db.start("long_term_archive_transfer", transfer_id):
         return
     attempt = db.fetch_value("start_archive_attempt", id=transfer_id)
     key = object_key(transfer["s3_prefix"], transfer["relative_path"])

@@ -166,6 +166,21 @@ class OpsDb:
         )
         return cursor.rowcount == 1
 
+    def start(self, table: str, row_id: int, retry_failed: bool = False) -> bool:
+        """Walk one row to IN_PROGRESS through the legal states, from wherever it stands.
+
+        Work found PENDING is claimed (PENDING -> SCHEDULED -> IN_PROGRESS); work left
+        SCHEDULED or IN_PROGRESS by a worker that died continues; with ``retry_failed``
+        (an operator cleared the task) FAILED work starts again. Call it holding the
+        item's lease. Returns True if the row is now IN_PROGRESS.
+        """
+        steps = [(Status.PENDING, Status.SCHEDULED), (Status.SCHEDULED, Status.IN_PROGRESS)]
+        if retry_failed:
+            steps.insert(0, (Status.FAILED, Status.PENDING))
+        for expected, new in steps:
+            self.transition(table, row_id, expected, new)
+        return self.status_of(table, row_id) == Status.IN_PROGRESS
+
     def transition_unpack(
         self, transfer_id: int, expected: Status, new: Status, failure_reason: str | None = None
     ) -> bool:

@@ -142,18 +142,6 @@ class StageResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def _job_to_in_progress(db: OpsDb, job: dict[str, Any]) -> None:
-    status = Status(job["status"])
-    if status == Status.FAILED:
-        db.transition("staging_job", job["id"], Status.FAILED, Status.PENDING)
-        status = Status.PENDING
-    if status == Status.PENDING:
-        db.transition("staging_job", job["id"], Status.PENDING, Status.SCHEDULED)
-        status = Status.SCHEDULED
-    if status == Status.SCHEDULED:
-        db.transition("staging_job", job["id"], Status.SCHEDULED, Status.IN_PROGRESS)
-
-
 def stage_job(db: OpsDb, job_id: int, client_factory: Callable = archive.s3_client) -> StageResult:
     """Stage every package of a job that is not staged yet; COMPLETED when all are."""
     job = db.fetch_one("staging_job", id=job_id)
@@ -165,7 +153,7 @@ def stage_job(db: OpsDb, job_id: int, client_factory: Callable = archive.s3_clie
         if job["status"] == Status.COMPLETED:
             result.already = [p["name"] for p in db.fetch_all("staging_job_packages", job_id=job_id)]
             return result
-        _job_to_in_progress(db, job)
+        db.start("staging_job", job_id, retry_failed=True)
         job_root = Path(location["root_path"]) / job["name"]
         for package in db.fetch_all("staging_job_packages", job_id=job_id):
             if package["status"] == Status.COMPLETED:

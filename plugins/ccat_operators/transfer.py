@@ -55,19 +55,6 @@ def hook_for(transfer: dict[str, Any]) -> TransferHook:
     return TransferHook(transfer["method"], ssh_conn_id=conn_id, settings=transfer["route_settings"] or {})
 
 
-def _to_in_progress(db: OpsDb, transfer: dict[str, Any]) -> bool:
-    status = Status(transfer["status"])
-    if status == Status.FAILED:  # an operator cleared the task: try again
-        db.transition("data_transfer", transfer["id"], Status.FAILED, Status.PENDING)
-        status = Status.PENDING
-    if status == Status.PENDING:
-        db.transition("data_transfer", transfer["id"], Status.PENDING, Status.SCHEDULED)
-        status = Status.SCHEDULED
-    if status == Status.SCHEDULED:
-        db.transition("data_transfer", transfer["id"], Status.SCHEDULED, Status.IN_PROGRESS)
-    return db.status_of("data_transfer", transfer["id"]) == Status.IN_PROGRESS
-
-
 def send_transfer(
     db: OpsDb, transfer_id: int, last_try: bool, hook_factory: Callable[[dict[str, Any]], TransferHook] = hook_for
 ) -> str:
@@ -86,7 +73,7 @@ def send_transfer(
             return "done"
         if transfer["depends_on_status"] not in (None, Status.COMPLETED):
             raise RuntimeError(f"transfer {transfer_id} waits for transfer {transfer['depends_on_transfer_id']}")
-        if not _to_in_progress(db, transfer):
+        if not db.start("data_transfer", transfer_id, retry_failed=True):  # a cleared FAILED try goes again
             raise RuntimeError(f"transfer {transfer_id} could not be moved to IN_PROGRESS")
         attempt = db.fetch_value("start_transfer_attempt", id=transfer_id)
         log_path = Path(transfer["origin_root"]) / LOG_DIRECTORY / f"transfer_{transfer_id}_attempt_{attempt}.log"

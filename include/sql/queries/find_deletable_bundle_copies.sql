@@ -12,5 +12,5 @@ WHERE c.data_location_id = %(location_id)s
       WHERE t.data_transfer_package_id = c.data_transfer_package_id
         AND (t.status <> 'COMPLETED' OR (t.unpack AND t.unpack_status <> 'COMPLETED'))
   )
-ORDER BY c.id
+-- No ORDER BY: any eligible copies will do, and it lets the (location, status) index drive.
 LIMIT %(limit)s;

@@ -76,5 +76,5 @@ WHERE CASE loc.location_type
         AND candidate.created_at < now() - coalesce(candidate.job_retention, loc.retention_period)
     ELSE false
 END
-ORDER BY candidate.id
+-- No ORDER BY: any eligible copies will do, and it lets the (location, status) index drive.
 LIMIT %(limit)s;
