@@ -192,3 +192,15 @@ def test_staging_request_for_unknown_things_is_refused(ops_db: OpsDb, world) -> 
         staging.create_job(ops_db, staging.StagingRequest(location="cologne/buffer", observations=(1,)))
     with pytest.raises(staging.StagingRequestError, match="no observation of obs unit 'nothing'"):
         staging.create_job(ops_db, staging.StagingRequest(location="cologne/ramses", obs_unit="nothing"))
+
+
+def test_s3_server_enforces_its_credentials(s3_server: LocalS3) -> None:
+    import boto3
+
+    intruder = boto3.client(
+        "s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key="not-the-secret", region_name="us-east-1",
+    )  # fmt: skip
+    with pytest.raises(ClientError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"):
+        intruder.list_buckets()
+    assert "Buckets" in s3_server.client().list_buckets()
