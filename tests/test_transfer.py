@@ -334,3 +334,41 @@ def test_rsync_command_quotes_the_ssh_options() -> None:
     assert argv[argv.index("-e") + 1].startswith("ssh -p 22 -o BatchMode=yes -o ServerAliveInterval=15 -i '/k ey'")
     assert argv[-2:] == ["/b/x.tar", "root@10.0.0.2:/d/x.tar.part"]
     assert hook.remote_argv(["rm", "-f", "--", "/d/a b.part"])[-1] == "rm -f -- '/d/a b.part'"
+
+
+def test_relay_route_sends_through_the_intermediate_site(sites: Sites, tmp_path: Path) -> None:
+    from tests.helpers import apply_topology
+
+    def relay(document: dict) -> None:
+        document["sites"]["ccat"]["locations"]["telescope_computer"]["settings"]["package_size_limit"] = "300KB"
+        document["sites"]["ccat"]["locations"]["buffer"]["settings"].update(
+            bundle_max_age="0s", bundle_size_limit="1MB"
+        )
+        document["routes"] = {"ccat_to_us": {"type": "RELAY", "from": "ccat", "to": "us", "via": "cologne"}}
+
+    (tmp_path / "relay").mkdir()
+    apply_topology(sites.db, tmp_path / "relay", relay)
+    sites.make_bundles(observations=4)
+    received_at_us = sites.network.received_bytes("us")
+    pending = sites.transfers()
+    while pending:
+        ready = [
+            t
+            for t in pending
+            if t["depends_on_transfer_id"] is None
+            or sites.db.fetch_one("data_transfer", id=t["depends_on_transfer_id"])["status"] == "COMPLETED"
+        ]
+        for transfer in ready:
+            sites.run(transfer["origin_site"], "send", str(transfer["id"]))
+        pending = [t for t in sites.transfers() if t["status"] != "COMPLETED"]
+    relayed = [t for t in sites.transfers() if t["route_id"] is not None]
+    assert relayed, "no bundle took the RELAY route"
+    legs = {(t["origin_site"], t["destination_site"]) for t in sites.transfers()}
+    assert ("ccat", "us") not in legs and ("cologne", "us") in legs
+    for transfer in relayed:
+        assert (
+            sites.bundle_file("us", transfer["bundle"]).read_bytes()
+            == sites.bundle_file("ccat", transfer["bundle"]).read_bytes()
+        )
+    sizes = sum(sites.bundle_file("us", b).stat().st_size for b in {t["bundle"] for t in sites.transfers()})
+    assert sites.network.received_bytes("us") - received_at_us >= sizes
