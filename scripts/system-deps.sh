@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the demo and the tests start as real servers:
-# PostgreSQL (ops-db), and for the transfer tests iproute2 (network namespaces, tc),
-# openssh-server + rsync (one sshd per test site). A no-op when all are there; needs
+# PostgreSQL (ops-db), and for the tests iproute2 (network namespaces, tc),
+# openssh-server + rsync (one sshd per test site) and VictoriaMetrics (it accepts the
+# InfluxDB v2 write API the metrics use). A no-op when all are there; needs
 # root (or sudo) otherwise.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v pg_ctl >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_ct
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || missing+=(iproute2)
+command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

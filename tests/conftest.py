@@ -123,3 +123,37 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def victoria_metrics(tmp_path_factory: pytest.TempPathFactory):
+    """Debian's VictoriaMetrics on loopback: it accepts the InfluxDB v2 write API."""
+    import shutil as _shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = _shutil.which("victoria-metrics")
+    if binary is None:
+        raise RuntimeError("victoria-metrics is not installed: apt-get install victoria-metrics")
+    port = free_port()
+    directory = tmp_path_factory.mktemp("victoria")
+    process = subprocess.Popen(
+        [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={directory}", "-search.latencyOffset=0s"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).read()  # noqa: S310 - loopback test server
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("VictoriaMetrics did not start") from None
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -25,12 +25,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import checksums
+from ccat_operators import checksums, metrics
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import Status
 
@@ -221,6 +222,7 @@ def _archive_one(db: OpsDb, transfer_id: int, client, result: ArchiveResult) -> 
     try:
         found = head(client, transfer["s3_bucket"], key)
         if not is_verified(found, transfer["size_bytes"], transfer["checksum"]):
+            started = time.monotonic()
             source = Path(transfer["origin_root"]) / transfer["relative_path"]
             server_checksum = upload(
                 client, transfer["s3_bucket"], key, source, transfer["size_bytes"], transfer["checksum"]
@@ -228,6 +230,13 @@ def _archive_one(db: OpsDb, transfer_id: int, client, result: ArchiveResult) -> 
             found = head(client, transfer["s3_bucket"], key)
             if not is_verified(found, transfer["size_bytes"], transfer["checksum"], server_checksum):
                 raise ArchiveVerificationError(f"s3://{transfer['s3_bucket']}/{key}: HEAD does not match the package")
+            metrics.throughput(
+                "archive",
+                {"site": transfer["destination_site"], "location": transfer["destination_name"],
+                 "checksum_algorithm": checksums.parse(transfer["checksum"])[0]},
+                transfer["size_bytes"],
+                time.monotonic() - started,
+            )  # fmt: skip
     except Exception as error:
         gave_up = attempt >= MAX_ATTEMPTS
         new = Status.FAILED if gave_up else Status.PENDING

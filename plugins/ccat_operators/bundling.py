@@ -17,12 +17,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import checksums
+from ccat_operators import checksums, metrics
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.packaging import WriteResult, reclaim_abandoned
 from ccat_operators.states import Status
@@ -143,6 +144,7 @@ def _write_claimed(db: OpsDb, bundle_id: int, result: WriteResult) -> None:
         ]
         algorithm = bundle["origin_settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
         path = bundle_path(bundle["name"])
+        started = time.monotonic()
         try:
             archive = write_archive(root / path, members, algorithm)
         except MemberChangedError as error:
@@ -165,4 +167,11 @@ def _write_claimed(db: OpsDb, bundle_id: int, result: WriteResult) -> None:
             if not db.transition("data_transfer_package", bundle_id, Status.IN_PROGRESS, Status.COMPLETED):
                 raise RuntimeError(f"bundle {bundle['name']} left IN_PROGRESS while its tar was written")
         log.info("bundle %s: %d packages, %d bytes, %s", bundle["name"], len(members), archive.size, archive.checksum)
+        metrics.throughput(
+            "bundling",
+            {"site": bundle["origin_site"], "location": bundle["origin_name"], "checksum_algorithm": algorithm},
+            archive.size,
+            time.monotonic() - started,
+            packages=len(members),
+        )
         result.completed.append(bundle["name"])

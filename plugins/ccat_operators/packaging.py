@@ -28,13 +28,14 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ccat_operators import checksums
+from ccat_operators import checksums, metrics
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import Status
 from ccat_operators.tarstream import Member, MemberChangedError, write_archive
@@ -216,7 +217,15 @@ def _write_tar(db: OpsDb, package: dict[str, Any], files: list[dict[str, Any]]) 
     total = sum(f["size_bytes"] for f in files)
     buffer = choose_buffer(db, package["site"], total)
     algorithm = buffer["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
+    started = time.monotonic()
     archive = write_archive(Path(buffer["root_path"]) / package["relative_path"], members, algorithm)
+    metrics.throughput(
+        "packaging",
+        {"site": package["site"], "location": buffer["name"], "checksum_algorithm": algorithm},
+        archive.size,
+        time.monotonic() - started,
+        files=len(files),
+    )
     with db.transaction():
         db.execute(
             "record_raw_data_package_written", id=package["id"], size_bytes=archive.size, checksum=archive.checksum

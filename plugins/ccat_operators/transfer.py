@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import checksums
+from ccat_operators import checksums, metrics
 from ccat_operators.bundling import bundle_path
 from ccat_operators.hooks.transfer import TransferHook
 from ccat_operators.opsdb import OpsDb
@@ -110,6 +110,14 @@ def _send_and_verify(db: OpsDb, transfer: dict[str, Any], hook: TransferHook, lo
             )
         hook.rename(part, final)
     seconds = time.monotonic() - started
+    if outcome == "sent":
+        metrics.throughput(
+            "transfer",
+            {"route": f"{transfer['origin_site']}_to_{transfer['destination_site']}", "method": transfer["method"],
+             "checksum_algorithm": algorithm},
+            transfer["size_bytes"],
+            seconds,
+        )  # fmt: skip
     with db.transaction():
         if outcome == "sent":
             db.execute("record_transfer_metrics", id=transfer["id"], bytes_sent=transfer["size_bytes"], seconds=seconds)

@@ -1,0 +1,54 @@
+"""ccat_monitoring: disk usage per location, stuck-work sweep, health summary."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from ccat_operators import topology
+from ccat_operators.operators.monitoring import (
+    MeasureDiskUsageOperator,
+    SummarizeHealthOperator,
+    SweepStuckWorkOperator,
+)
+from ccat_operators.paths import default_topology_file
+from ccat_operators.queues import Operation, queue_name
+from ccat_operators.states import StorageType
+
+DOC = """
+### Monitoring
+
+- **measure_disk_usage_...** (each DISK location, on its `..._monitoring` queue) writes
+  `disk_usage` metrics (used bytes, total, fraction) to InfluxDB (`CCAT_METRICS_URL`).
+- **sweep_stuck_work** (central, queue `default`) returns items IN_PROGRESS for more than
+  2 hours whose worker is gone (no lease held) to PENDING, one warning line per item.
+  Items whose worker is alive are left alone, however slow.
+- **summarize_health** (central) logs counts per stage and state, the oldest waiting item
+  and the archive transfers needing intervention, and writes `pipeline_state` metrics.
+
+**On failure**: a location "not mounted on this worker" means the worker serving its
+queue runs on the wrong host. A failed sweep or summary is a database problem: check
+the `ccat_ops_db` connection. The Grafana dashboard is in `include/grafana/`.
+"""
+
+TOPOLOGY = topology.load(default_topology_file())
+
+with DAG(
+    dag_id="ccat_monitoring",
+    schedule=timedelta(minutes=15),
+    catchup=False,
+    max_active_runs=1,
+    tags=["ccat", "monitoring"],
+    doc_md=DOC,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+):
+    for location in TOPOLOGY.locations:
+        if location.active and location.storage == StorageType.DISK:
+            MeasureDiskUsageOperator(
+                task_id=f"measure_disk_usage_{location.site}_{location.name}",
+                location=location.key,
+                queue=queue_name(location.site, location.name, Operation.MONITORING),
+            )
+    SweepStuckWorkOperator(task_id="sweep_stuck_work", older_than_minutes=120)
+    SummarizeHealthOperator(task_id="summarize_health")

@@ -1,0 +1,123 @@
+"""Metrics to an InfluxDB-v2-compatible server, the stuck-work sweep, and the health summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ccat_operators import metrics, monitoring, packaging
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.states import Status
+from tests import pipeline
+from tests.helpers import (
+    apply_topology,
+    ensure_obs_unit,
+    file_random_observation,
+    insert_pending_packages,
+    location_row,
+)
+
+
+def exported(url: str, metric: str, expect=lambda series: bool(series), timeout: float = 15.0) -> list[dict]:
+    """The series of ``metric``, polled until ``expect(series)`` (new series take a moment to be searchable)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        urllib.request.urlopen(f"{url}/internal/force_flush", timeout=5).read()  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(f"{url}/api/v1/export?match[]={metric}", timeout=5) as response:  # noqa: S310
+            series = [json.loads(line) for line in response.read().decode().splitlines() if line]
+        if expect(series) or time.monotonic() > deadline:
+            return series
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def metrics_to(monkeypatch: pytest.MonkeyPatch):
+    def configure(url: str) -> None:
+        monkeypatch.setenv("CCAT_METRICS_URL", url)
+        metrics.writer.cache_clear()
+
+    yield configure
+    metrics.writer.cache_clear()
+
+
+def test_packaging_and_transfer_metrics_reach_the_server(
+    ops_db: OpsDb, data_root: Path, tmp_path: Path, victoria_metrics: str, metrics_to
+) -> None:
+    metrics_to(victoria_metrics)
+    pipeline.setup(ops_db, tmp_path)
+    pipeline.deliver(ops_db, observations=1)
+    sizes = sorted(row["size_bytes"] for row in ops_db.conn.execute("SELECT size_bytes FROM raw_data_package"))
+    series = exported(
+        victoria_metrics, "packaging_bytes", lambda found: sum(len(x["values"]) for x in found) == len(sizes)
+    )
+    assert series and series[0]["metric"]["site"] == "ccat" and series[0]["metric"]["checksum_algorithm"] == "sha256"
+    assert sorted(v for s in series for v in s["values"]) == sizes
+    transfers = exported(victoria_metrics, "transfer_rate_mb_s", lambda found: len(found) == 2)
+    assert {s["metric"]["route"] for s in transfers} in (
+        {"ccat_to_cologne", "cologne_to_us"},
+        {"ccat_to_us", "us_to_cologne"},
+    )
+    assert all(s["metric"]["method"] == "local" for s in transfers)
+
+
+def test_a_metrics_server_that_is_down_never_fails_the_work(
+    ops_db: OpsDb, data_root: Path, tmp_path: Path, metrics_to, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics_to("http://127.0.0.1:9")  # nothing listens there
+    apply_topology(ops_db, tmp_path)
+    source = location_row(ops_db, "ccat/telescope_computer")
+    file_random_observation(ops_db, Path(source["root_path"]), [1000, 2000])
+    packaging.plan_packages(ops_db, source)
+    with caplog.at_level(logging.WARNING, logger="ccat_operators.metrics"):
+        result = packaging.write_packages(ops_db, source)
+    assert result.failed == {} and len(result.completed) == 1
+    assert "metrics: could not write packaging" in caplog.text
+
+
+def test_disk_usage_is_measured(ops_db: OpsDb, data_root: Path, tmp_path: Path, victoria_metrics: str,
+                                metrics_to) -> None:  # fmt: skip
+    metrics_to(victoria_metrics)
+    apply_topology(ops_db, tmp_path)
+    usage = monitoring.disk_usage(location_row(ops_db, "cologne/buffer"))
+    assert 0 < usage["used_fraction"] < 1 and usage["total_bytes"] > usage["used_bytes"]
+    series = exported(
+        victoria_metrics,
+        "disk_usage_used_fraction",
+        lambda found: any(x["metric"].get("site") == "cologne" for x in found),
+    )
+    assert any(s["metric"]["location"] == "buffer" and s["metric"]["site"] == "cologne" for s in series)
+
+
+def test_sweep_returns_only_abandoned_work(ops_db: OpsDb, ops_db_url: str, example_topology) -> None:
+    ensure_obs_unit(ops_db)
+    abandoned, alive, recent = insert_pending_packages(ops_db, 3)
+    for package in (abandoned, alive, recent):
+        ops_db.transition("raw_data_package", package, Status.PENDING, Status.SCHEDULED)
+        ops_db.transition("raw_data_package", package, Status.SCHEDULED, Status.IN_PROGRESS)
+    ops_db.conn.execute(
+        "UPDATE raw_data_package SET status_changed_at = now() - interval '5 hours' WHERE id = ANY(%s)",
+        ([abandoned, alive],),
+    )
+    from datetime import timedelta
+
+    with OpsDb.connect(ops_db_url) as worker, worker.lease("raw_data_package", alive) as held:
+        assert held
+        lines = monitoring.sweep_stuck(ops_db, timedelta(hours=2))
+    assert lines == [lines[0]] and f"raw_data_package {abandoned}: IN_PROGRESS since" in lines[0]
+    assert ops_db.status_of("raw_data_package", abandoned) == Status.PENDING
+    assert ops_db.status_of("raw_data_package", alive) == Status.IN_PROGRESS  # its worker is alive
+    assert ops_db.status_of("raw_data_package", recent) == Status.IN_PROGRESS  # not stuck yet
+
+
+def test_health_summary(ops_db: OpsDb, example_topology) -> None:
+    ensure_obs_unit(ops_db)
+    insert_pending_packages(ops_db, 4)
+    health = monitoring.health_summary(ops_db)
+    assert health.counts["raw_data_package"] == {"PENDING": 4}
+    assert health.oldest_waiting[0] == "raw_data_package PENDING"
+    assert health.lines()[-1] == "needing intervention: 0"
