@@ -70,6 +70,12 @@ class SiteNetwork:
             subprocess.run(["ip", "netns", "del", site.namespace], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
+    def host_address(self) -> str:
+        """Give the host (root namespace) an address on the bridge, for servers the sites reach."""
+        address = f"{self.subnet}.254"
+        subprocess.run(["ip", "addr", "add", f"{address}/24", "dev", self.bridge], capture_output=True)
+        return address
+
     def argv(self, site: str, argv: list[str]) -> list[str]:
         """``argv`` run inside the site's namespace."""
         return ["ip", "netns", "exec", self.sites[site].namespace, *argv]

