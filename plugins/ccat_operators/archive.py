@@ -8,9 +8,9 @@ Uploads make the server verify what it stores:
 
 - up to ``MULTIPART_THRESHOLD`` a single PUT with ``ChecksumSHA256`` (for sha256
   packages the recorded checksum itself, so a byte changed anywhere is refused);
-- above it a multipart upload with a ``ChecksumSHA256`` per part, while the whole-file
-  checksum is computed in the same pass and compared with the recorded one before the
-  upload is completed (otherwise it is aborted).
+- above it a multipart upload with a ``ChecksumSHA256`` per part (four parts in flight),
+  while the whole-file checksum is computed in the same pass and compared with the
+  recorded one before the upload is completed (otherwise it is aborted).
 
 After the upload a HEAD checks size, the checksum metadata and the server's checksum.
 A try first HEADs the key: an object already verified is not uploaded again.
@@ -27,6 +27,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ MAX_ATTEMPTS = 3
 MULTIPART_THRESHOLD = 64 * 2**20
 MIN_PART_SIZE = 32 * 2**20
 MAX_PARTS = 9000
+PARALLEL_PARTS = 4
 CHECKSUM_METADATA = "ccat-checksum"
 
 
@@ -130,36 +132,40 @@ def upload(client, bucket: str, key: str, path: Path, size: int, checksum: str) 
 
 
 def _multipart(client, bucket: str, key: str, path: Path, size: int, checksum: str, metadata: dict) -> str:
+    """Upload in parts, ``PARALLEL_PARTS`` at a time (memory: that many parts), reading the file once."""
     algorithm, _ = checksums.parse(checksum)
     part_size = max(MIN_PART_SIZE, -(-size // MAX_PARTS))
     whole = checksums.new_hasher(algorithm)
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata=metadata)[
         "UploadId"
     ]
-    parts, digests = [], []
+
+    def send(number: int, data: bytes) -> dict[str, Any]:
+        digest = _b64(hashlib.sha256(data).digest())
+        response = client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data, ChecksumSHA256=digest
+        )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": digest}
+
+    in_flight: list[Future] = []
+    parts: list[dict[str, Any]] = []
     try:
-        with open(path, "rb") as stream:
+        with open(path, "rb") as stream, ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="s3-part") as pool:
             number = 0
             while data := stream.read(part_size):
                 number += 1
                 whole.update(data)
-                digest = hashlib.sha256(data).digest()
-                response = client.upload_part(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=data,
-                    ChecksumSHA256=_b64(digest),
-                )
-                parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": _b64(digest)})
-                digests.append(digest)
+                if len(in_flight) == PARALLEL_PARTS:
+                    parts.append(in_flight.pop(0).result())
+                in_flight.append(pool.submit(send, number, data))
+            parts.extend(future.result() for future in in_flight)
         if f"{algorithm}:{whole.hexdigest()}" != checksum:
             raise ArchiveVerificationError(f"{path}: buffer copy does not match {checksum}; upload aborted")
         client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
     except BaseException:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
+    digests = [base64.b64decode(part["ChecksumSHA256"]) for part in parts]
     return f"{_b64(hashlib.sha256(b''.join(digests)).digest())}-{len(digests)}"
 
 

@@ -111,7 +111,10 @@ class LocalPostgres:
             "--locale=C.UTF-8",
             "--no-sync",
         ]
-        subprocess.run(self._as_service_user(argv), check=True, capture_output=True)
+        result = subprocess.run(self._as_service_user(argv), capture_output=True, text=True)
+        if result.returncode != 0:
+            hint = " (every parent directory must be searchable by the postgres user)" if os.geteuid() == 0 else ""
+            raise RuntimeError(f"initdb in {self.data_dir} failed{hint}: {result.stderr.strip()}")
 
     def is_running(self) -> bool:
         """Return True if a server answers on our port."""
