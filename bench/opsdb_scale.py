@@ -59,7 +59,7 @@ from psycopg import sql
 
 from ccat_operators import migrations, topology
 from ccat_operators.devdb import FAST_TEST_SETTINGS, LocalPostgres, free_port
-from ccat_operators.opsdb import OpsDb, load_query
+from ccat_operators.opsdb import OpsDb, load_query, table_query
 from ccat_operators.paths import include_dir, sql_dir
 
 GOAL_MS = 50.0
@@ -138,6 +138,9 @@ QUERY_PARAMS: dict[str, dict[str, object]] = {
         "limit": 1000,
     },
     "find_scheduled_deletions": {"location_id": SOURCE_BUFFER, "limit": 1000},
+    # Monitoring: the stuck-work sweep (a template over the status tables; the biggest here).
+    "find_stuck_in_progress": {"table": "raw_data_package", "older_than": "1 hour", "limit": 1000},
+    "find_stuck_unpacks": {"older_than": "1 hour", "limit": 1000},
 }
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -358,46 +361,42 @@ def fill(url: str, scale: Scale) -> None:
 
 def print_table_sizes(db: OpsDb) -> None:
     """Print the row count and on-disk size (with indexes) of every non-empty table."""
-    rows = db.conn.execute(
-        """
-        SELECT c.relname, c.reltuples::bigint AS estimated_rows,
-               pg_size_pretty(pg_total_relation_size(c.oid)) AS total_size
-        FROM pg_class AS c
-        WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace AND c.reltuples > 0
-        ORDER BY c.reltuples DESC
-        """
-    ).fetchall()
+    rows = db.fetch_all("table_sizes")
     for row in rows:
         print(f"  {row['relname']:<28} {row['estimated_rows']:>12,} rows  {row['total_size']:>10}")
 
 
 def big_tables(db: OpsDb) -> set[str]:
     """Return the tables with at least BIG_TABLE_ROWS rows (by the planner's statistics)."""
-    rows = db.conn.execute(
-        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace "
-        "AND reltuples >= %(rows)s",
-        {"rows": BIG_TABLE_ROWS},
-    ).fetchall()
+    rows = db.fetch_all("big_tables", rows=BIG_TABLE_ROWS)
     return {row["relname"] for row in rows}
 
 
 # Timing ----------------------------------------------------------------------------------
 
 
+def composed(name: str, params: Mapping[str, Any]) -> tuple[sql.Composable, dict[str, Any]]:
+    """The query and its bind parameters; a ``table`` parameter fills a ``{table}`` template."""
+    values = dict(params)
+    table = values.pop("table", None)
+    return (table_query(name, table) if table else sql.SQL(load_query(name))), values
+
+
 def timed_run(db: OpsDb, name: str, params: Mapping[str, Any]) -> tuple[float, int]:
     """Run the query once in a rolled-back transaction; return (milliseconds, rows)."""
+    query, values = composed(name, params)
     with db.conn.transaction(force_rollback=True):
         started = time.perf_counter()
-        rows = db.fetch_all(name, **params)
+        rows = db.conn.execute(query, values).fetchall()
         elapsed = time.perf_counter() - started
     return elapsed * 1000, len(rows)
 
 
 def explain(db: OpsDb, name: str, params: Mapping[str, Any]) -> list[str]:
     """Return the EXPLAIN (ANALYZE, BUFFERS) lines of one rolled-back run of the query."""
-    query = sql.SQL("EXPLAIN (ANALYZE, BUFFERS)\n") + sql.SQL(load_query(name))
+    query, values = composed(name, params)
     with db.conn.transaction(force_rollback=True):
-        return [row["QUERY PLAN"] for row in db.conn.execute(query, params)]
+        return [row["QUERY PLAN"] for row in db.conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS)\n") + query, values)]
 
 
 def describe_scans(plan: list[str], big: set[str]) -> tuple[list[str], list[str]]:

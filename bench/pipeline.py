@@ -131,8 +131,8 @@ def throughput(args: argparse.Namespace, work: Path, db: OpsDb, s3: LocalS3) -> 
         run_batch(db, timings)
         done += int(batch_bytes)
         print(f"  {done / 1e9:5.1f} GB through the pipeline", flush=True)
-    archived = db.conn.execute("SELECT count(*) AS n FROM raw_data_package WHERE archived_at IS NULL").fetchone()
-    assert archived["n"] == 0, "some packages were not archived"
+    if db.fetch_value("unarchived_package_count"):
+        raise RuntimeError("some packages were not archived")
     seconds = sum(timings.values())
     for stage, spent in timings.items():
         print(f"  {stage:<9} {spent:7.1f} s  {done / spent / 1e6:7.0f} MB/s")
