@@ -9,7 +9,8 @@
    files among them), then one staging job for a scientist;
 6. prints a summary of ops-db.
 
-Re-running is safe: every step is idempotent, so a second run files nothing new.
+Re-running is safe: every step is idempotent; a second run files nothing new and the
+DAGs find no work left.
 Stop the database with ``.venv/bin/ccat devdb stop`` (or ``make clean`` to start over).
 """
 
@@ -76,6 +77,7 @@ PIPELINE_DAGS: list[tuple[str, dict]] = [
     ("ccat_unpacking", {}),
     ("ccat_archive", {}),
     ("ccat_deletion", {}),
+    ("ccat_monitoring", {}),
 ]
 
 
@@ -185,12 +187,13 @@ def main() -> int:
 
         step("filing synthetic observations (real files on disk)")
         source_root = Path(loaded.location("ccat/telescope_computer").storage_details["root_path"])
-        for observation in write_observations(source_root):
-            result = filing.file_observation(db, observation)
-            print(
-                f"    {observation.instrument:<9} {observation.obs_unit:<13} "
-                f"{result.new_files:>3} new, {result.already_filed:>3} already filed"
-            )
+        if db.fetch_one("summary_files")["files"]:
+            # A re-run: the first run filed them (and deletion may since have cleaned the source).
+            print("    already filed by an earlier run; nothing new to file")
+        else:
+            for observation in write_observations(source_root):
+                result = filing.file_observation(db, observation)
+                print(f"    {observation.instrument:<9} {observation.obs_unit:<13} {result.new_files:>3} files filed")
 
         step(f"starting SeaweedFS S3 on 127.0.0.1:{S3_PORT} (objects in {STATE / 's3'})")
         s3 = LocalS3(STATE / "s3", s3_port=S3_PORT)
