@@ -7,7 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG
 
 from ccat_operators import topology
-from ccat_operators.operators.archive import DeleteCopiesOperator
+from ccat_operators.operators.deletion import DeleteCopiesOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import OPERATIONS_BY_LOCATION_TYPE, Operation, queue_name
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from ccat_operators import topology
-from ccat_operators.operators.archive import StageObservationsOperator
+from ccat_operators.operators.staging import StageObservationsOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
 from ccat_operators.states import LocationType
