@@ -89,6 +89,13 @@ def cmd_archive_clear(args: argparse.Namespace) -> None:
     print(f"cleared {len(cleared)} archive transfer(s): they will be tried again")
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    from ccat_operators import status
+
+    with _db(args) as db:
+        print(status.report(db, observations=args.observations))
+
+
 def cmd_pools(args: argparse.Namespace) -> None:
     loaded = topology.load(args.topology)
     print(json.dumps(transfer_pools(loaded, args.slots), indent=2))
@@ -173,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         "list archive transfers that failed 3 times")  # fmt: skip
     clear = add(archive_commands, "clear", cmd_archive_clear, "let failed archive transfers be tried again")
     clear.add_argument("--id", type=int, help="only this transfer (default: all needing intervention)")
+
+    status_parser = add(
+        commands, "status", cmd_status, "counts per stage and state, what waits, what needs an operator"
+    )
+    status_parser.add_argument("--observations", type=int, default=20, help="unfinished observations to show")
 
     pools_parser = add(
         commands,
