@@ -90,10 +90,6 @@ class Location:
         """``site/location``, the name operators and the CLI use."""
         return f"{self.site}/{self.name}"
 
-    def setting(self, name: str) -> Any:
-        """Return a stage setting, falling back to the documented default."""
-        return self.settings.get(name, SETTINGS[name][1])
-
 
 @dataclass(frozen=True)
 class Site:
