@@ -103,3 +103,19 @@ def file_random_observation(
         db, observation([filing.RawFile(p, module) for p in contents], obs_unit=obs_unit, minute=minute)
     )
     return contents
+
+
+def run_concurrently(url: str, work, count: int) -> list:
+    """Run ``work(db)`` in ``count`` threads at once, each on its own connection; re-raise any error."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = threading.Barrier(count)
+
+    def one(_: int):
+        with OpsDb.connect(url) as db:
+            start.wait()
+            return work(db)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))

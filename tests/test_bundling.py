@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import random
 import tarfile
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from ccat_operators import bundling, packaging
 from ccat_operators.bundling import Item, bins_to_send, first_fit_decreasing
 from ccat_operators.opsdb import OpsDb
-from tests.helpers import apply_topology, file_random_observation, location_row
+from tests.helpers import apply_topology, file_random_observation, location_row, run_concurrently
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -110,23 +109,13 @@ def test_young_partial_bundle_waits_and_rerun_adds_nothing(ops_db: OpsDb, packag
 
 def test_overlapping_planners_never_bundle_a_package_twice(ops_db: OpsDb, ops_db_url: str, packaged) -> None:
     packaged("500KB", max_age="0s")
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            with OpsDb.connect(ops_db_url) as db:
-                location = location_row(db, "ccat/buffer")
-                bundling.plan_bundles(db, location)
-                bundling.write_bundles(db, location)
-        except BaseException as error:  # asserted below
-            errors.append(error)
+    def run(db: OpsDb) -> None:
+        location = location_row(db, "ccat/buffer")
+        bundling.plan_bundles(db, location)
+        bundling.write_bundles(db, location)
 
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_concurrently(ops_db_url, run, 3)
     assert {b["status"] for b in bundles(ops_db)} == {"COMPLETED"}
     unbundled = ops_db.conn.execute("SELECT count(*) AS n FROM raw_data_package WHERE data_transfer_package_id IS NULL")
     assert unbundled.fetchone()["n"] == 0

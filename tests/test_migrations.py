@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import psycopg
@@ -13,6 +12,7 @@ from ccat_operators import migrations
 from ccat_operators.cli import main
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.paths import sql_dir
+from tests.helpers import run_concurrently
 
 
 def table_names(db: OpsDb) -> set[str]:
@@ -78,22 +78,7 @@ def test_badly_named_migration_is_refused(migrations_dir: Path) -> None:
 
 
 def test_concurrent_upgrades_apply_once(empty_db_url: str) -> None:
-    results: list[list[str]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with OpsDb.connect(empty_db_url) as db:
-                results.append(migrations.upgrade(db))
-        except BaseException as error:  # collected and asserted below
-            errors.append(error)
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    results = run_concurrently(empty_db_url, migrations.upgrade, 3)
     assert sorted(len(r) for r in results) == [0, 0, len(migrations.discover())]
 
 

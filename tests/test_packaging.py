@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ccat_operators.opsdb import OpsDb
 from ccat_operators.packaging import NoBufferError
 from ccat_operators.tarstream import part_path
 from tests.conftest import REPO
-from tests.helpers import apply_topology, file_random_observation, location_row
+from tests.helpers import apply_topology, file_random_observation, location_row, run_concurrently
 
 SOURCE = "ccat/telescope_computer"
 
@@ -123,21 +122,7 @@ def test_rerun_creates_no_duplicates(ops_db: OpsDb, site: Path) -> None:
 def test_overlapping_runs_package_every_file_exactly_once(ops_db: OpsDb, ops_db_url: str, site: Path) -> None:
     for minute in range(6):
         file_random_observation(ops_db, site, [150_000] * 8, minute=minute)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with OpsDb.connect(ops_db_url) as db:
-                run_packaging(db)
-        except BaseException as error:  # asserted below
-            errors.append(error)
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_concurrently(ops_db_url, run_packaging, 3)
     rows = packages(ops_db)
     assert {p["status"] for p in rows} == {"COMPLETED"}
     unpackaged = ops_db.conn.execute("SELECT count(*) AS n FROM raw_data_file WHERE raw_data_package_id IS NULL")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 
 from ccat_operators import routing
 from ccat_operators.opsdb import OpsDb
-from tests.helpers import apply_topology, location_row
+from tests.helpers import apply_topology, location_row, run_concurrently
 
 
 def add_bundles(db: OpsDb, count: int, origin: str = "ccat/buffer") -> list[int]:
@@ -76,23 +75,12 @@ def test_round_robin_continues_after_a_restart(ops_db: OpsDb, ops_db_url: str, t
 
 
 def test_concurrent_routers_stay_even(ops_db: OpsDb, ops_db_url: str, topo) -> None:
-    errors = []
+    def route(db: OpsDb) -> None:
+        for _ in range(5):
+            add_bundles(db, 4)
+            routing.route_bundles(db, location_row(db, "ccat/buffer"))
 
-    def route() -> None:
-        try:
-            with OpsDb.connect(ops_db_url) as db:
-                for _ in range(5):
-                    add_bundles(db, 4)
-                    routing.route_bundles(db, location_row(db, "ccat/buffer"))
-        except BaseException as error:  # asserted below
-            errors.append(error)
-
-    threads = [threading.Thread(target=route) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_concurrently(ops_db_url, route, 4)
     assert Counter(primaries(ops_db)) == {"cologne/buffer": 40, "us/buffer": 40}
 
 
