@@ -51,7 +51,7 @@ os.environ.update(
 S3_PORT = int(os.environ.get("CCAT_DEMO_S3_PORT", "58333"))
 os.environ["CCAT_S3_ENDPOINT"] = f"http://127.0.0.1:{S3_PORT}"
 
-from ccat_operators import filing, migrations, queues, topology
+from ccat_operators import filing, migrations, queues, status, topology
 from ccat_operators.devdb import LocalPostgres
 from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
@@ -154,9 +154,10 @@ def run_dags(ops_db_url: str) -> None:
 
 
 def summary(db: OpsDb) -> None:
-    print(f"\n{'table':<28}{'rows':>8}   by status")
-    for row in db.fetch_all("summary_counts"):
-        print(f"{row['table_name']:<28}{row['total']:>8}   {row['by_status'] or ''}")
+    print(status.report(db))  # what `ccat status` prints
+    print("\ncopies by location type and state:")
+    for row in db.fetch_all("physical_copy_counts"):
+        print(f"  {row['location_type']:<18} {row['status']:<12} {row['copies']:>5}")
     files = db.fetch_one("summary_files")
     print(
         f"\nfiled raw data: {files['files']} files, {format_size(files['bytes'] or 0)}, "
