@@ -7,7 +7,9 @@ from datetime import timedelta
 from airflow.sdk import DAG
 
 from ccat_operators import topology
+from ccat_operators.assets import PACKAGES_UNPACKED, hourly_or_when
 from ccat_operators.operators.archive import ArchivePackagesOperator
+from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
 from ccat_operators.states import LocationType
@@ -36,13 +38,13 @@ TOPOLOGY = topology.load(default_topology_file())
 
 with DAG(
     dag_id="ccat_archive",
-    schedule="@hourly",
+    schedule=hourly_or_when(PACKAGES_UNPACKED),
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "archive"],
     doc_md=DOC,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
-):
+) as dag:
     for location in TOPOLOGY.locations:
         if location.type != LocationType.LONG_TERM_ARCHIVE or not location.active:
             continue
@@ -51,3 +53,4 @@ with DAG(
             location=location.key,
             queue=queue_name(location.site, location.name, Operation.LONG_TERM_ARCHIVE_TRANSFER),
         )
+    announce_after_all(dag, "archive")

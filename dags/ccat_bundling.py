@@ -7,6 +7,8 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators import topology
+from ccat_operators.assets import PACKAGES_BUFFERED, hourly_or_when
+from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.bundling import DataTransferPackagePlanOperator, DataTransferPackageWriteOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
@@ -35,13 +37,13 @@ TOPOLOGY = topology.load(default_topology_file())
 
 with DAG(
     dag_id="ccat_bundling",
-    schedule="@hourly",
+    schedule=hourly_or_when(PACKAGES_BUFFERED),
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "bundling"],
     doc_md=DOC,
     default_args={"retries": 3, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
-):
+) as dag:
     for location in TOPOLOGY.locations:
         if location.type != LocationType.BUFFER or not location.active:
             continue
@@ -50,3 +52,4 @@ with DAG(
             plan = DataTransferPackagePlanOperator(task_id="plan_bundles", location=location.key, queue=queue)
             write = DataTransferPackageWriteOperator(task_id="write_bundles", location=location.key, queue=queue)
             plan >> write
+    announce_after_all(dag, "bundling")

@@ -7,6 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG
 
 from ccat_operators import topology
+from ccat_operators.assets import PACKAGES_ARCHIVED, hourly_or_when
 from ccat_operators.operators.deletion import DeleteCopiesOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import OPERATIONS_BY_LOCATION_TYPE, Operation, queue_name
@@ -39,7 +40,7 @@ TOPOLOGY = topology.load(default_topology_file())
 
 with DAG(
     dag_id="ccat_deletion",
-    schedule="@hourly",
+    schedule=hourly_or_when(PACKAGES_ARCHIVED),
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "deletion"],

@@ -7,6 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators import topology
+from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.packaging import RawDataPackagePlanOperator, RawDataPackageWriteOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
@@ -45,7 +46,7 @@ with DAG(
     tags=["ccat", "packaging"],
     doc_md=DOC,
     default_args={"retries": 3, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
-):
+) as dag:
     for location in TOPOLOGY.locations:
         if location.type != LocationType.SOURCE or not location.active:
             continue
@@ -54,3 +55,4 @@ with DAG(
             plan = RawDataPackagePlanOperator(task_id="plan_packages", location=location.key, queue=queue)
             write = RawDataPackageWriteOperator(task_id="write_packages", location=location.key, queue=queue)
             plan >> write
+    announce_after_all(dag, "packaging")

@@ -7,6 +7,8 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators import topology
+from ccat_operators.assets import BUNDLES_WRITTEN, hourly_or_when
+from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import FindTransfersOperator, RouteBundlesOperator, SendTransferOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
@@ -45,7 +47,7 @@ SITES_WITH_BUFFERS = sorted({loc.site for loc in BUFFERS})
 
 with DAG(
     dag_id="ccat_transfer",
-    schedule="@hourly",
+    schedule=hourly_or_when(BUNDLES_WRITTEN),
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "transfer"],
@@ -56,7 +58,7 @@ with DAG(
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(hours=1),
     },
-):
+) as dag:
     for origin in BUFFERS:
         queue = queue_name(origin.site, origin.name, Operation.DATA_TRANSFER)
         with TaskGroup(group_id=f"{origin.site}_{origin.name}", tooltip=f"transfers from {origin.key}"):
@@ -78,3 +80,4 @@ with DAG(
                     map_index_template="{{ task.bundle }}",
                 ).expand_kwargs(find.output)
                 route >> find
+    announce_after_all(dag, "transfer")

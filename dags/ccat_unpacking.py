@@ -7,6 +7,8 @@ from datetime import timedelta
 from airflow.sdk import DAG
 
 from ccat_operators import topology
+from ccat_operators.assets import BUNDLES_TRANSFERRED, hourly_or_when
+from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import UnpackBundlesOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
@@ -35,13 +37,13 @@ TOPOLOGY = topology.load(default_topology_file())
 
 with DAG(
     dag_id="ccat_unpacking",
-    schedule="@hourly",
+    schedule=hourly_or_when(BUNDLES_TRANSFERRED),
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "unpacking"],
     doc_md=DOC,
     default_args={"retries": 3, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
-):
+) as dag:
     for location in TOPOLOGY.locations:
         if location.type != LocationType.BUFFER or not location.active:
             continue
@@ -50,3 +52,4 @@ with DAG(
             location=location.key,
             queue=queue_name(location.site, location.name, Operation.DATA_TRANSFER_UNPACKING),
         )
+    announce_after_all(dag, "unpacking")

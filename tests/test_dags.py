@@ -129,3 +129,45 @@ def test_every_dag_is_documented_and_tagged() -> None:
     assert expected <= set(dagbag.dag_ids)
     staging = dagbag.get_dag("ccat_staging")
     assert staging.params.get_param("location").schema["enum"] == ["cologne/ramses"]
+
+
+def test_a_stage_publishes_its_asset_only_when_it_finished_work(
+    airflow_db, ops_db: OpsDb, ops_db_url: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.models.asset import AssetEvent
+    from airflow.sdk import AssetOrTimeSchedule
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    from ccat_operators.assets import PACKAGES_BUFFERED
+    from tests.helpers import apply_topology, file_random_observation
+
+    _, topology_file = apply_topology(ops_db, tmp_path)
+    monkeypatch.setenv("CCAT_TOPOLOGY", str(topology_file))
+    monkeypatch.setenv("AIRFLOW_CONN_CCAT_OPS_DB", ops_db_url)
+    file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [10_000, 20_000], minute=0)
+
+    def events() -> int:
+        with create_session() as session:
+            query = select(func.count()).select_from(AssetEvent).where(AssetEvent.source_dag_id == "ccat_packaging")
+            return session.scalar(query)
+
+    dagbag = load_dagbag()
+    packaging = dagbag.get_dag("ccat_packaging")
+    before = events()
+    first = packaging.test()
+    assert first.state == "success"
+    announce = first.get_task_instance("announce_packages_buffered")
+    assert announce.state == "success"
+    assert events() == before + 1
+
+    # Nothing new to package: the run succeeds, the announcement is skipped, no event.
+    second = packaging.test()
+    assert second.state == "success"
+    assert second.get_task_instance("announce_packages_buffered").state == "skipped"
+    assert events() == before + 1
+
+    # The next stage listens: bundling runs on the asset or hourly, whichever is first.
+    bundling = dagbag.get_dag("ccat_bundling")
+    assert isinstance(bundling.timetable, AssetOrTimeSchedule)
+    assert bundling.timetable.asset_condition.uri == PACKAGES_BUFFERED.uri

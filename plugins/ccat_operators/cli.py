@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from ccat_operators import filing, migrations, queues, topology
+from ccat_operators import filing, migrations, queues, roles, topology
 from ccat_operators.devdb import LocalPostgres
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.paths import default_topology_file
@@ -111,6 +111,17 @@ def cmd_file(args: argparse.Namespace) -> None:
             )
 
 
+def cmd_auth_sync(args: argparse.Namespace) -> None:
+    specs = roles.load(args.roles)
+    with roles.security_manager() as sm:
+        changes = roles.sync(sm, specs)
+        if args.dev_users:
+            for username, role in roles.DEV_USERS.items():
+                if roles.ensure_user(sm, username, role, password=username):
+                    changes.append(f"created user {username} (role {role}, password {username})")
+    print("\n".join(changes) if changes else "no change")
+
+
 def _devdb(args: argparse.Namespace) -> LocalPostgres:
     return LocalPostgres(Path(args.dir).resolve(), args.port)
 
@@ -199,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     file_parser = add(commands, "file", cmd_file, "file observations from YAML/JSON manifests")
     file_parser.add_argument("manifests", nargs="+", metavar="MANIFEST")
 
+    auth = commands.add_parser("auth", help="Airflow roles and users (FAB auth manager)")
+    auth_sync = add(auth.add_subparsers(dest="auth_command", required=True), "sync", cmd_auth_sync,
+                    "make Airflow's roles match include/auth/roles.yaml", db=False)  # fmt: skip
+    auth_sync.add_argument("--roles", type=Path, help="roles file (default: include/auth/roles.yaml)")
+    auth_sync.add_argument("--dev-users", action="store_true",
+                           help="also create users admin, operator, scientist (password = name)")  # fmt: skip
+
     dev = commands.add_parser("devdb", help="a private PostgreSQL server for the demo")
     dev_commands = dev.add_subparsers(dest="devdb_command", required=True)
     for name, handler, help_text in (
@@ -218,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (
     filing.FilingError,
     topology.TopologyError,
+    roles.RolesError,
     migrations.MigrationError,
     LookupError,
     FileNotFoundError,

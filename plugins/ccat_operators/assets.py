@@ -1,0 +1,38 @@
+"""Airflow Assets the stages publish, and the schedules that listen to them.
+
+Each stage's DAG ends with an ``announce_*`` task that publishes its asset when the run
+finished new work (see :class:`~ccat_operators.operators.assets.AnnounceOutputOperator`);
+the next stage's DAG runs on that asset *or* on its hourly schedule, whichever comes
+first. The hourly run is the backstop: it picks up whatever an asset event did not
+(work finished by a run that also had a failure, items retried by the sweep).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
+
+
+def _asset(name: str, description: str) -> Asset:
+    return Asset(name=f"ccat_{name}", uri=f"ccat://ops-db/{name}", group="ccat", extra={"description": description})
+
+
+#: (stage whose output it announces, asset)
+PACKAGES_BUFFERED = _asset("packages_buffered", "RawDataPackages written to a buffer: work for bundling")
+BUNDLES_WRITTEN = _asset("bundles_written", "DataTransferPackages written: work for routing and transfer")
+BUNDLES_TRANSFERRED = _asset("bundles_transferred", "bundles arrived at a destination buffer: work for unpacking")
+PACKAGES_UNPACKED = _asset("packages_unpacked", "bundles unpacked and verified: work for the archive")
+PACKAGES_ARCHIVED = _asset("packages_archived", "packages verified in a long-term archive: work for deletion")
+
+#: The asset each stage publishes (the ``stage`` names of ``stage_output_since.sql``).
+OUTPUT_OF_STAGE = {
+    "packaging": PACKAGES_BUFFERED,
+    "bundling": BUNDLES_WRITTEN,
+    "transfer": BUNDLES_TRANSFERRED,
+    "unpacking": PACKAGES_UNPACKED,
+    "archive": PACKAGES_ARCHIVED,
+}
+
+
+def hourly_or_when(asset: Asset) -> AssetOrTimeSchedule:
+    """Run at the top of every hour, and as soon as ``asset`` is published."""
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable("@hourly", timezone="UTC"), assets=asset)
