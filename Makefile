@@ -1,13 +1,16 @@
-# Two commands for users: `make demo` and `make test`. Everything else supports them.
+# Commands for users: `make demo` (the pipeline, once), `make up` (the Airflow UI) and `make test`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install system-deps clean
+.PHONY: demo up test lint install system-deps clean
 
 demo: install system-deps
 	$(BIN)/python scripts/demo.py
+
+up: install system-deps
+	$(BIN)/python scripts/up.py
 
 test: install system-deps
 	$(BIN)/pytest

@@ -12,6 +12,7 @@ from ccat_operators.operators.archive import ArchivePackagesOperator
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
+from ccat_operators.retries import retry_policy
 from ccat_operators.states import LocationType
 
 DOC = """
@@ -43,7 +44,7 @@ with DAG(
     max_active_runs=1,
     tags=["ccat", "archive"],
     doc_md=DOC,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "retry_exponential_backoff": True},
+    default_args=retry_policy(2, timedelta(minutes=5)),
 ) as dag:
     for location in TOPOLOGY.locations:
         if location.type != LocationType.LONG_TERM_ARCHIVE or not location.active:

@@ -11,6 +11,7 @@ from ccat_operators.assets import PACKAGES_ARCHIVED, hourly_or_when
 from ccat_operators.operators.deletion import DeleteCopiesOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import OPERATIONS_BY_LOCATION_TYPE, Operation, queue_name
+from ccat_operators.retries import retry_policy
 
 DOC = """
 ### Deletion
@@ -45,7 +46,7 @@ with DAG(
     max_active_runs=1,
     tags=["ccat", "deletion"],
     doc_md=DOC,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
+    default_args=retry_policy(1, timedelta(minutes=5), backoff=False),
 ):
     for location in TOPOLOGY.locations:
         if not location.active or Operation.DELETION not in OPERATIONS_BY_LOCATION_TYPE[location.type]:

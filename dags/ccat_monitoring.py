@@ -14,6 +14,7 @@ from ccat_operators.operators.monitoring import (
 )
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
+from ccat_operators.retries import retry_policy
 from ccat_operators.states import StorageType
 
 DOC = """
@@ -41,7 +42,7 @@ with DAG(
     max_active_runs=1,
     tags=["ccat", "monitoring"],
     doc_md=DOC,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args=retry_policy(1, timedelta(minutes=1), backoff=False),
 ):
     for location in TOPOLOGY.locations:
         if location.active and location.storage == StorageType.DISK:

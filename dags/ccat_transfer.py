@@ -7,11 +7,12 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators import topology
-from ccat_operators.assets import BUNDLES_WRITTEN, hourly_or_when
+from ccat_operators.assets import BUNDLES_TRANSFERRED, BUNDLES_WRITTEN, hourly_or_when
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import FindTransfersOperator, RouteBundlesOperator, SendTransferOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
+from ccat_operators.retries import retry_policy
 from ccat_operators.routing import transfer_pool
 from ccat_operators.states import LocationType
 
@@ -47,17 +48,12 @@ SITES_WITH_BUFFERS = sorted({loc.site for loc in BUFFERS})
 
 with DAG(
     dag_id="ccat_transfer",
-    schedule=hourly_or_when(BUNDLES_WRITTEN),
+    schedule=hourly_or_when(BUNDLES_WRITTEN, BUNDLES_TRANSFERRED),  # arrivals may route onwards
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "transfer"],
     doc_md=DOC,
-    default_args={
-        "retries": 4,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(hours=1),
-    },
+    default_args=retry_policy(4, timedelta(minutes=2), max_delay=timedelta(hours=1)),
 ) as dag:
     for origin in BUFFERS:
         queue = queue_name(origin.site, origin.name, Operation.DATA_TRANSFER)

@@ -12,6 +12,7 @@ from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import UnpackBundlesOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
+from ccat_operators.retries import retry_policy
 from ccat_operators.states import LocationType
 
 DOC = """
@@ -42,7 +43,7 @@ with DAG(
     max_active_runs=1,
     tags=["ccat", "unpacking"],
     doc_md=DOC,
-    default_args={"retries": 3, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args=retry_policy(3, timedelta(minutes=1)),
 ) as dag:
     for location in TOPOLOGY.locations:
         if location.type != LocationType.BUFFER or not location.active:

@@ -169,32 +169,37 @@ def summary(db: OpsDb) -> None:
         print(f"  {site:<8} {len(found)} queues, e.g. {found[0].name}")
 
 
+def prepare_ops_db(db: OpsDb) -> None:
+    """Migrate ops-db, apply the example topology and file the synthetic observations (idempotent)."""
+    step("migrating ops-db")
+    applied = migrations.upgrade(db)
+    print(f"    {len(applied)} migration(s) applied" if applied else "    up to date")
+
+    step(f"applying topology {default_topology_file().relative_to(REPO)} (storage under {DATA_ROOT})")
+    loaded = topology.load(default_topology_file())
+    report = topology.apply(db, loaded)
+    print(f"    {len(report.changes)} change(s)")
+    for location in loaded.locations:
+        if "root_path" in location.storage_details:
+            Path(location.storage_details["root_path"]).mkdir(parents=True, exist_ok=True)
+
+    step("filing synthetic observations (real files on disk)")
+    source_root = Path(loaded.location("ccat/telescope_computer").storage_details["root_path"])
+    if db.fetch_one("summary_files")["files"]:
+        # A re-run: the first run filed them (and deletion may since have cleaned the source).
+        print("    already filed by an earlier run; nothing new to file")
+    else:
+        for observation in write_observations(source_root):
+            result = filing.file_observation(db, observation)
+            print(f"    {observation.instrument:<9} {observation.obs_unit:<13} {result.new_files:>3} files filed")
+
+
 def main() -> int:
     step(f"starting PostgreSQL on 127.0.0.1:{PORT} (data in {STATE / 'postgres'})")
     ops_db_url, _ = start_database()
     print(f"    ops-db: {ops_db_url}")
     with OpsDb.connect(ops_db_url) as db:
-        step("migrating ops-db")
-        applied = migrations.upgrade(db)
-        print(f"    {len(applied)} migration(s) applied" if applied else "    up to date")
-
-        step(f"applying topology {default_topology_file().relative_to(REPO)} (storage under {DATA_ROOT})")
-        loaded = topology.load(default_topology_file())
-        report = topology.apply(db, loaded)
-        print(f"    {len(report.changes)} change(s)")
-        for location in loaded.locations:
-            if "root_path" in location.storage_details:
-                Path(location.storage_details["root_path"]).mkdir(parents=True, exist_ok=True)
-
-        step("filing synthetic observations (real files on disk)")
-        source_root = Path(loaded.location("ccat/telescope_computer").storage_details["root_path"])
-        if db.fetch_one("summary_files")["files"]:
-            # A re-run: the first run filed them (and deletion may since have cleaned the source).
-            print("    already filed by an earlier run; nothing new to file")
-        else:
-            for observation in write_observations(source_root):
-                result = filing.file_observation(db, observation)
-                print(f"    {observation.instrument:<9} {observation.obs_unit:<13} {result.new_files:>3} files filed")
+        prepare_ops_db(db)
 
         step(f"starting SeaweedFS S3 on 127.0.0.1:{S3_PORT} (objects in {STATE / 's3'})")
         s3 = LocalS3(STATE / "s3", s3_port=S3_PORT)

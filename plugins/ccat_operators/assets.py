@@ -3,13 +3,14 @@
 Each stage's DAG ends with an ``announce_*`` task that publishes its asset when the run
 finished new work (see :class:`~ccat_operators.operators.assets.AnnounceOutputOperator`);
 the next stage's DAG runs on that asset *or* on its hourly schedule, whichever comes
-first. The hourly run is the backstop: it picks up whatever an asset event did not
+first. ``ccat_transfer`` also listens to its own output: a bundle that arrived at an
+archive site may have a secondary route onwards. The hourly run is the backstop: it picks up whatever an asset event did not
 (work finished by a run that also had a failure, items retried by the sweep).
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
+from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
 
 
 def _asset(name: str, description: str) -> Asset:
@@ -33,6 +34,7 @@ OUTPUT_OF_STAGE = {
 }
 
 
-def hourly_or_when(asset: Asset) -> AssetOrTimeSchedule:
-    """Run at the top of every hour, and as soon as ``asset`` is published."""
-    return AssetOrTimeSchedule(timetable=CronTriggerTimetable("@hourly", timezone="UTC"), assets=asset)
+def hourly_or_when(*assets: Asset) -> AssetOrTimeSchedule:
+    """Run at the top of every hour, and as soon as any of ``assets`` is published."""
+    condition = assets[0] if len(assets) == 1 else AssetAny(*assets)
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable("@hourly", timezone="UTC"), assets=condition)

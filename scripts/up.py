@@ -1,0 +1,82 @@
+"""`make up`: the Airflow UI on this machine, on the embedded defaults.
+
+1. starts the private PostgreSQL under .ccat/postgres (ops-db, and Airflow's metadata
+   in database ``airflow_ui``) and SeaweedFS S3 under .ccat/s3, as ``make demo`` does;
+2. migrates ops-db, applies include/topology/ccat.yaml and files the demo's synthetic
+   observations (idempotent: a second ``make up`` files nothing new);
+3. runs Airflow (LocalExecutor, FAB auth manager): api-server on
+   http://127.0.0.1:8080 (``CCAT_UI_PORT``), scheduler, dag-processor, triggerer, with
+   the roles of include/auth/roles.yaml and three local users;
+4. unpauses the pipeline DAGs: packaging runs at once and each stage's asset starts the
+   next, so the observations flow to the archives while you watch.
+
+Log in as ``admin``/``admin``, ``operator``/``operator`` or ``scientist``/``scientist``.
+Ctrl-C stops Airflow and S3; ops-db stays up (``.venv/bin/ccat devdb stop``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import demo  # the demo's embedded settings (environment, set on import), observations and S3 credentials
+
+from ccat_operators.devairflow import LocalAirflow
+from ccat_operators.devdb import LocalPostgres
+from ccat_operators.devs3 import LocalS3
+from ccat_operators.opsdb import OpsDb
+
+UI_PORT = int(os.environ.get("CCAT_UI_PORT", "8080"))
+#: Unpaused on start: the hourly/asset-driven pipeline (staging and topology run on request).
+PIPELINE_DAGS = ["ccat_packaging", "ccat_bundling", "ccat_transfer", "ccat_unpacking", "ccat_archive",
+                 "ccat_deletion", "ccat_monitoring", "ccat_staging"]  # fmt: skip
+
+
+def stop_on_sigterm(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    demo.step(f"starting PostgreSQL on 127.0.0.1:{demo.PORT} (data in {demo.STATE / 'postgres'})")
+    server = LocalPostgres(demo.STATE / "postgres", demo.PORT)
+    server.start()
+    ops_db_url = server.create_database("ccat_ops_db")
+    metadata_url = server.create_database("airflow_ui").replace("postgresql://", "postgresql+psycopg://", 1)
+    os.environ["AIRFLOW_CONN_CCAT_OPS_DB"] = ops_db_url
+    with OpsDb.connect(ops_db_url) as db:
+        demo.prepare_ops_db(db)
+
+    demo.step(f"starting SeaweedFS S3 on 127.0.0.1:{demo.S3_PORT} (objects in {demo.STATE / 's3'})")
+    s3 = LocalS3(demo.STATE / "s3", s3_port=demo.S3_PORT)
+    s3.start()
+    demo.s3_connections(s3)
+    airflow = LocalAirflow(demo.STATE / "ui", metadata_url, port=UI_PORT)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        demo.step(f"starting Airflow (logs in {airflow.directory}); the first start takes about a minute")
+        airflow.start()
+        admin = airflow.client("admin")
+        airflow.wait_for_dags(admin, PIPELINE_DAGS)
+        for dag_id in PIPELINE_DAGS:
+            admin.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        print(
+            f"\n    Airflow UI: {airflow.url}\n"
+            "    log in as admin/admin, operator/operator (runs the pipeline) or scientist/scientist\n"
+            "    (triggers ccat_staging). Ctrl-C to stop.",
+            flush=True,
+        )
+        while True:
+            airflow.check_alive()
+            time.sleep(5)
+    except KeyboardInterrupt:
+        print("\nstopping Airflow and S3 (ops-db stays up: .venv/bin/ccat devdb stop)")
+    finally:
+        airflow.stop()
+        s3.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

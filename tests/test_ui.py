@@ -1,0 +1,269 @@
+"""The operator's and the scientist's Airflow: roles, clearing, the UI, against a running api-server.
+
+One deployment for the module (:class:`LocalAirflow`: LocalExecutor, FAB auth manager,
+the roles of include/auth/roles.yaml), on its own ops-db, with SeaweedFS as both archives
+and every "site" a directory on this machine (``local`` transfers). ``CCAT_TASK_RETRIES=0``:
+a fault fails its task at once, as the operator would then see it in the UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ccat_operators.devairflow import LocalAirflow
+from ccat_operators.devdb import LocalPostgres, free_port
+from ccat_operators.devs3 import LocalS3
+from ccat_operators.opsdb import OpsDb
+from tests.helpers import apply_topology, file_random_observation, location_row
+
+pytestmark = pytest.mark.airflow
+
+ALL_DAGS = ["ccat_archive", "ccat_bundling", "ccat_deletion", "ccat_monitoring", "ccat_packaging", "ccat_staging",
+            "ccat_topology", "ccat_transfer", "ccat_unpacking"]  # fmt: skip
+#: Unpaused for the clearing test: each stage's asset starts the next.
+PIPELINE = ["ccat_packaging", "ccat_bundling", "ccat_transfer", "ccat_unpacking", "ccat_archive"]
+TERMINAL = {"success", "failed"}
+
+
+class Deployment:
+    def __init__(self, airflow: LocalAirflow, ops_db_url: str, s3: LocalS3, data_root: Path) -> None:
+        self.airflow, self.ops_db_url, self.s3, self.data_root = airflow, ops_db_url, s3, data_root
+
+    def db(self) -> OpsDb:
+        return OpsDb.connect(self.ops_db_url)
+
+
+@pytest.fixture(scope="module")
+def deployment(postgres_server: LocalPostgres, migrated_template: str, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("ui")
+    data_root = work / "data"
+    s3 = LocalS3(work / "s3")
+    s3.start()
+    ops_db_url = postgres_server.create_database(f"ui_{uuid.uuid4().hex[:8]}", template=migrated_template)
+    metadata_url = postgres_server.create_database(f"airflow_{uuid.uuid4().hex[:8]}")
+
+    def small_and_local(document: dict) -> None:
+        ccat = document["sites"]["ccat"]["locations"]
+        ccat["telescope_computer"]["settings"]["package_size_limit"] = "300KB"
+        ccat["buffer"]["settings"].update(bundle_max_age="0s", bundle_size_limit="1MB")
+        for site in ("ccat", "cologne", "us"):
+            document["sites"][site]["locations"]["buffer"]["settings"]["transfer_method"] = "local"
+        for site in ("cologne", "us"):
+            document["sites"][site]["locations"]["lta"]["endpoint_url"] = s3.endpoint_url
+
+    with pytest.MonkeyPatch.context() as patch, OpsDb.connect(ops_db_url) as db:
+        patch.setenv("CCAT_DATA_ROOT", str(data_root))
+        _, topology_file = apply_topology(db, work, small_and_local)
+    env = {
+        "CCAT_TOPOLOGY": str(topology_file),
+        "CCAT_DATA_ROOT": str(data_root),
+        "CCAT_TASK_RETRIES": "0",
+        "AIRFLOW_CONN_CCAT_OPS_DB": ops_db_url,
+    }
+    for site in ("cologne", "us"):
+        env[f"AIRFLOW_CONN_CCAT_S3_{site.upper()}"] = json.dumps(
+            {"conn_type": "aws", "login": s3.access_key, "password": s3.secret_key,
+             "extra": {"endpoint_url": s3.endpoint_url, "region_name": "us-east-1"}}
+        )  # fmt: skip
+    airflow = LocalAirflow(work / "airflow", metadata_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                           port=free_port(), env_overrides=env)  # fmt: skip
+    try:
+        airflow.start()
+        with airflow.client("admin") as admin:
+            airflow.wait_for_dags(admin, ALL_DAGS)
+        yield Deployment(airflow, ops_db_url, s3, data_root)
+    finally:
+        airflow.stop()
+        s3.stop()
+
+
+# --- roles -------------------------------------------------------------------------------
+
+
+def test_a_scientist_may_trigger_staging_and_nothing_else(deployment: Deployment) -> None:
+    with deployment.airflow.client("scientist") as scientist:
+        listed = scientist.get("/dags").json()
+        assert [dag["dag_id"] for dag in listed["dags"]] == ["ccat_staging"]
+
+        refused = scientist.post("/dags/ccat_transfer/dagRuns", json={"logical_date": None})
+        assert refused.status_code == 403, refused.text
+        assert scientist.get("/dags/ccat_transfer/dagRuns").status_code == 403
+        clear = scientist.post("/dags/ccat_staging/clearTaskInstances", json={"dry_run": True})
+        assert clear.status_code == 403, "a scientist cannot clear tasks, not even staging's"
+
+        conf = {"observations": [1], "location": "cologne/ramses", "requested_by": "test"}
+        triggered = scientist.post("/dags/ccat_staging/dagRuns", json={"logical_date": None, "conf": conf})
+        assert triggered.status_code == 200, triggered.text
+        runs = scientist.get("/dags/ccat_staging/dagRuns").json()["dag_runs"]
+        assert triggered.json()["dag_run_id"] in {run["dag_run_id"] for run in runs}
+
+
+def test_an_operator_sees_and_runs_every_dag(deployment: Deployment) -> None:
+    with deployment.airflow.client("operator") as operator:
+        listed = operator.get("/dags", params={"limit": 100}).json()
+        assert sorted(dag["dag_id"] for dag in listed["dags"]) == ALL_DAGS
+        for dag_id in ALL_DAGS:
+            dry = operator.post(f"/dags/{dag_id}/clearTaskInstances", json={"dry_run": True})
+            assert dry.status_code == 200, (dag_id, dry.text)
+        assert operator.get("/pools").status_code == 200
+        assert operator.get("/users").status_code in (403, 404), "managing users is the admin's"
+
+
+def test_a_wrong_password_gets_no_token(deployment: Deployment) -> None:
+    response = httpx.post(f"{deployment.airflow.url}/auth/token",
+                          json={"username": "scientist", "password": "operator"}, timeout=30)  # fmt: skip
+    assert response.status_code == 401
+
+
+# --- clearing ----------------------------------------------------------------------------
+
+
+def runs_of(client: httpx.Client, dag_id: str) -> list[dict]:
+    response = client.get(f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 100})
+    response.raise_for_status()
+    return response.json()["dag_runs"]
+
+
+def wait_until_quiet(client: httpx.Client, dag_ids: list[str], quiet: float = 6, timeout: float = 300) -> None:
+    """Wait until no run of ``dag_ids`` is queued or running for ``quiet`` seconds (assets start runs)."""
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while True:
+        busy = [(dag_id, run["state"]) for dag_id in dag_ids for run in runs_of(client, dag_id)
+                if run["state"] not in TERMINAL]  # fmt: skip
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= quiet:
+            return
+        if now > deadline:
+            raise TimeoutError(f"still busy after {timeout:.0f} s: {busy}")
+        time.sleep(1)
+
+
+def failed_runs(client: httpx.Client, dag_id: str) -> list[str]:
+    return [run["dag_run_id"] for run in runs_of(client, dag_id) if run["state"] == "failed"]
+
+
+def task_states(client: httpx.Client, dag_id: str, run_id: str) -> dict[str, str]:
+    instances = client.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100}).json()
+    return {f"{ti['task_id']}[{ti['map_index']}]": ti["state"] for ti in instances["task_instances"]}
+
+
+def clear_failed(client: httpx.Client, dag_id: str, run_id: str) -> list[str]:
+    """What the UI's "Clear" on a failed run does: failed tasks and what follows them."""
+    body = {"dag_run_id": run_id, "only_failed": True, "include_downstream": True, "dry_run": False}
+    response = client.post(f"/dags/{dag_id}/clearTaskInstances", json=body)
+    assert response.status_code == 200, response.text
+    return sorted(ti["task_id"] for ti in response.json()["task_instances"])
+
+
+def pipeline_result(deployment: Deployment) -> dict:
+    """Everything a run leaves behind that must not depend on how it got there."""
+    with deployment.db() as db:
+        rows = db.conn.execute
+        result = {
+            "packages": rows(
+                "SELECT name, status, checksum, size_bytes, archived_at IS NOT NULL AS archived "
+                "FROM raw_data_package ORDER BY name"
+            ).fetchall(),  # fmt: skip
+            "bundles": rows("SELECT name, status, checksum FROM data_transfer_package ORDER BY name").fetchall(),
+            "transfers": rows(
+                "SELECT d.name AS bundle, t.destination_location_id, t.status, t.unpack_status "
+                "FROM data_transfer t JOIN data_transfer_package d ON d.id = t.data_transfer_package_id "
+                "ORDER BY 1, 2"
+            ).fetchall(),  # fmt: skip
+            "archive": rows(
+                "SELECT p.name, a.destination_location_id, a.status FROM long_term_archive_transfer a "
+                "JOIN raw_data_package p ON p.id = a.raw_data_package_id ORDER BY 1, 2"
+            ).fetchall(),  # fmt: skip
+            "copies": rows(
+                "SELECT data_location_id, status, count(*) AS n FROM physical_copy GROUP BY 1, 2 ORDER BY 1, 2"
+            ).fetchall(),  # fmt: skip
+        }
+        buckets = [location_row(db, f"{site}/lta")["s3_bucket"] for site in ("cologne", "us")]
+    client = deployment.s3.client()
+    objects = {}
+    for bucket in buckets:
+        for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            objects[f"{bucket}/{item['Key']}"] = f"sha256:{hashlib.sha256(body).hexdigest()}"
+    result["objects"] = objects
+    parts = sorted(str(p.relative_to(deployment.data_root)) for p in deployment.data_root.rglob("*.part"))
+    result["leftover_parts"] = parts
+    return result
+
+
+def test_clearing_failed_tasks_gives_the_result_of_a_first_run(deployment: Deployment) -> None:
+    airflow = deployment.airflow
+    with deployment.db() as db:
+        source = Path(location_row(db, "ccat/telescope_computer")["root_path"])
+        for minute in range(2):
+            file_random_observation(db, source, [150_000, 90_000], minute=minute, seed=7)
+    cologne_buffer = deployment.data_root / "cologne" / "buffer"
+
+    with airflow.client("operator") as operator:
+        for dag_id in PIPELINE:
+            operator.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+
+        # Fault 1: cologne's buffer is not mounted (a file where its directory should be).
+        shutil.rmtree(cologne_buffer)
+        cologne_buffer.write_text("not mounted")
+        operator.post("/dags/ccat_packaging/dagRuns", json={"logical_date": None}).raise_for_status()
+        wait_until_quiet(operator, PIPELINE)  # packaging's asset starts bundling, bundling's starts transfer ...
+        assert [run["state"] for run in runs_of(operator, "ccat_bundling")] == ["success"]
+        failed_transfers = failed_runs(operator, "ccat_transfer")
+        assert len(failed_transfers) == 1
+        states = task_states(operator, "ccat_transfer", failed_transfers[0])
+        assert "failed" in {s for t, s in states.items() if t.endswith("send_to_cologne[0]")}, states
+        assert states["announce_bundles_transferred[-1]"] == "upstream_failed"
+        with deployment.db() as db:
+            failed = db.conn.execute("SELECT count(*) AS n FROM data_transfer WHERE status = 'FAILED'").fetchone()
+        assert failed["n"] == 1
+
+        # Fault 2, before the fix lets the pipeline go on: the S3 archive is down.
+        deployment.s3.stop()
+        cologne_buffer.unlink()
+        cologne_buffer.mkdir()
+        cleared = clear_failed(operator, "ccat_transfer", failed_transfers[0])
+        assert "announce_bundles_transferred" in cleared and any(t.endswith("send_to_cologne") for t in cleared)
+        wait_until_quiet(operator, PIPELINE)
+        assert failed_runs(operator, "ccat_transfer") == []
+        assert runs_of(operator, "ccat_unpacking"), "the transfers' asset started unpacking"
+        failed_archives = failed_runs(operator, "ccat_archive")
+        assert failed_archives
+
+        deployment.s3.start()
+        for run_id in failed_archives:
+            clear_failed(operator, "ccat_archive", run_id)
+        wait_until_quiet(operator, PIPELINE)
+        assert {run["state"] for dag_id in PIPELINE for run in runs_of(operator, dag_id)} == {"success"}
+
+        result = pipeline_result(deployment)
+        packages = result["packages"]
+        assert len(packages) >= 2 and all(p["status"] == "COMPLETED" and p["archived"] for p in packages)
+        assert all(t["status"] == "COMPLETED" and t["unpack_status"] == "COMPLETED" for t in result["transfers"])
+        assert len(result["transfers"]) == 2 * len(result["bundles"])  # every bundle to both archive sites, once
+        assert [a["status"] for a in result["archive"]] == ["COMPLETED"] * 2 * len(packages)
+        # What each archive holds is exactly what packaging wrote: same bytes, same checksums.
+        assert sorted(result["objects"].values()) == sorted([p["checksum"] for p in packages] * 2)
+        assert result["leftover_parts"] == []
+
+        # Clearing tasks that succeeded runs them again: nothing changes.
+        for dag_id in ("ccat_transfer", "ccat_archive"):
+            run_id = runs_of(operator, dag_id)[-1]["dag_run_id"]  # the first run
+            body = {"dag_run_id": run_id, "only_failed": False, "dry_run": False}
+            operator.post(f"/dags/{dag_id}/clearTaskInstances", json=body).raise_for_status()
+        wait_until_quiet(operator, PIPELINE)
+        assert {run["state"] for dag_id in PIPELINE for run in runs_of(operator, dag_id)} == {"success"}
+        assert pipeline_result(deployment) == result
