@@ -168,29 +168,24 @@ def clear_failed(client: httpx.Client, dag_id: str, run_id: str) -> list[str]:
     return sorted(ti["task_id"] for ti in response.json()["task_instances"])
 
 
+#: The ops-db side of a pipeline run's result (ids and timestamps left out: they differ between runs).
+RESULT_QUERIES = {
+    "packages": """SELECT name, status, checksum, size_bytes, archived_at IS NOT NULL AS archived
+                   FROM raw_data_package ORDER BY name""",
+    "bundles": "SELECT name, status, checksum FROM data_transfer_package ORDER BY name",
+    "transfers": """SELECT d.name AS bundle, t.destination_location_id, t.status, t.unpack_status
+                    FROM data_transfer t JOIN data_transfer_package d ON d.id = t.data_transfer_package_id
+                    ORDER BY 1, 2""",
+    "archive": """SELECT p.name, a.destination_location_id, a.status FROM long_term_archive_transfer a
+                  JOIN raw_data_package p ON p.id = a.raw_data_package_id ORDER BY 1, 2""",
+    "copies": "SELECT data_location_id, status, count(*) AS n FROM physical_copy GROUP BY 1, 2 ORDER BY 1, 2",
+}
+
+
 def pipeline_result(deployment: Deployment) -> dict:
     """Everything a run leaves behind that must not depend on how it got there."""
     with deployment.db() as db:
-        rows = db.conn.execute
-        result = {
-            "packages": rows(
-                "SELECT name, status, checksum, size_bytes, archived_at IS NOT NULL AS archived "
-                "FROM raw_data_package ORDER BY name"
-            ).fetchall(),  # fmt: skip
-            "bundles": rows("SELECT name, status, checksum FROM data_transfer_package ORDER BY name").fetchall(),
-            "transfers": rows(
-                "SELECT d.name AS bundle, t.destination_location_id, t.status, t.unpack_status "
-                "FROM data_transfer t JOIN data_transfer_package d ON d.id = t.data_transfer_package_id "
-                "ORDER BY 1, 2"
-            ).fetchall(),  # fmt: skip
-            "archive": rows(
-                "SELECT p.name, a.destination_location_id, a.status FROM long_term_archive_transfer a "
-                "JOIN raw_data_package p ON p.id = a.raw_data_package_id ORDER BY 1, 2"
-            ).fetchall(),  # fmt: skip
-            "copies": rows(
-                "SELECT data_location_id, status, count(*) AS n FROM physical_copy GROUP BY 1, 2 ORDER BY 1, 2"
-            ).fetchall(),  # fmt: skip
-        }
+        result = {name: db.conn.execute(query).fetchall() for name, query in RESULT_QUERIES.items()}
         buckets = [location_row(db, f"{site}/lta")["s3_bucket"] for site in ("cologne", "us")]
     client = deployment.s3.client()
     objects = {}

@@ -4,8 +4,9 @@ Each stage's DAG ends with an ``announce_*`` task that publishes its asset when 
 finished new work (see :class:`~ccat_operators.operators.assets.AnnounceOutputOperator`);
 the next stage's DAG runs on that asset *or* on its hourly schedule, whichever comes
 first. ``ccat_transfer`` also listens to its own output: a bundle that arrived at an
-archive site may have a secondary route onwards. The hourly run is the backstop: it picks up whatever an asset event did not
-(work finished by a run that also had a failure, items retried by the sweep).
+archive site may have a secondary route onwards. The hourly run is the backstop: it
+picks up whatever an asset event did not (work finished by a run that also had a
+failure, items retried by the sweep).
 """
 
 from __future__ import annotations
