@@ -44,19 +44,24 @@ with DAG(
             title="Observation ids",
             description="ExecutedObsUnit ids to stage. Leave empty to use an obs unit and dates instead.",
         ),
-        "obs_unit": Param("", type="string", title="Obs unit", description="Name of the obs unit (instead of ids)."),
+        # Optional fields are nullable: the form sends an empty field as null.
+        "obs_unit": Param(
+            None, type=["null", "string"], title="Obs unit", description="Name of the obs unit (instead of ids)."
+        ),
         "start_date": Param(
-            "",
-            type="string",
-            pattern=r"^(\d{4}-\d{2}-\d{2})?$",
-            title="From (YYYY-MM-DD)",
+            None,
+            type=["null", "string"],
+            format="date",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            title="From",
             description="First day of observations of the obs unit (inclusive).",
         ),
         "end_date": Param(
-            "",
-            type="string",
-            pattern=r"^(\d{4}-\d{2}-\d{2})?$",
-            title="To (YYYY-MM-DD)",
+            None,
+            type=["null", "string"],
+            format="date",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            title="To",
             description="Last day of observations of the obs unit (inclusive).",
         ),
         "location": Param(
