@@ -138,10 +138,24 @@ def test_cli_files_a_manifest(ops_db_url: str, ops_db: OpsDb, source_root: Path,
     )
     assert main(["file", str(manifest), "--db", ops_db_url]) == 0
     assert "1 new file(s), 0 already filed" in capsys.readouterr().out
-    assert main(["file", str(manifest), "--db", ops_db_url]) == 0
-    assert "0 new file(s), 1 already filed" in capsys.readouterr().out
+    assert main(["file", str(manifest), "--db", ops_db_url, "--progress"]) == 0
+    output = capsys.readouterr()
+    assert "0 new file(s), 1 already filed" in output.out
+    assert "hashing" in output.err and "2.0/2.0 kB" in output.err  # the bar, run to the end
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"location": "ccat/telescope_computer", "files": []}))
     assert main(["file", str(bad), "--db", ops_db_url]) == 1
     assert f"{bad}: instrument is required" in capsys.readouterr().err
+
+
+def test_filing_reports_progress_per_file_hashed(ops_db: OpsDb, source_root: Path) -> None:
+    sizes = [3000, 5000, 7000]
+    for index, size in enumerate(sizes):
+        write_file(source_root, f"prime/{index}.dat", b"x" * size)
+    files = tuple(filing.RawFile(f"prime/{index}.dat", "280GHz") for index in range(len(sizes)))
+    obs = observation(list(files))
+    assert filing.bytes_on_disk(ops_db, obs) == sum(sizes)
+    done: list[int] = []
+    filing.file_observation(ops_db, obs, progress=done.append)
+    assert done == sizes

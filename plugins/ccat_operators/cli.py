@@ -21,6 +21,7 @@ from ccat_operators import filing, migrations, queues, roles, topology
 from ccat_operators.devdb import LocalPostgres
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.paths import default_topology_file
+from ccat_operators.progress import byte_progress
 from ccat_operators.routing import transfer_pool
 from ccat_operators.states import LocationType
 
@@ -104,7 +105,10 @@ def cmd_pools(args: argparse.Namespace) -> None:
 def cmd_file(args: argparse.Namespace) -> None:
     with _db(args) as db:
         for manifest in args.manifests:
-            result = filing.file_observation(db, filing.load_manifest(Path(manifest)))
+            observation = filing.load_manifest(Path(manifest))
+            total = filing.bytes_on_disk(db, observation)
+            with byte_progress(f"hashing {Path(manifest).name}", total, shown=args.progress) as advance:
+                result = filing.file_observation(db, observation, progress=advance)
             print(
                 f"{manifest}: executed_obs_unit {result.executed_obs_unit_id}: "
                 f"{result.new_files} new file(s), {result.already_filed} already filed"
@@ -209,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     file_parser = add(commands, "file", cmd_file, "file observations from YAML/JSON manifests")
     file_parser.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    file_parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                             help="show a progress bar on stderr (default: when it is a terminal)")  # fmt: skip
 
     auth = commands.add_parser("auth", help="Airflow roles and users (FAB auth manager)")
     auth_sync = add(auth.add_subparsers(dest="auth_command", required=True), "sync", cmd_auth_sync,

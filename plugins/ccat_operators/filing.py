@@ -10,6 +10,7 @@ recorded with different content is refused.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -61,8 +62,12 @@ class FilingResult:
     files: list[dict[str, Any]] = field(default_factory=list)
 
 
-def file_observation(db: OpsDb, observation: Observation) -> FilingResult:
+def file_observation(
+    db: OpsDb, observation: Observation, progress: Callable[[int], None] | None = None
+) -> FilingResult:
     """Verify ``observation``'s files on disk and record it in ops-db (idempotent).
+
+    ``progress(n_bytes)`` is called after each file is hashed (a CLI progress bar).
 
     Raises FilingError naming every problem (unknown location or module, missing file,
     size or checksum mismatch, conflicting earlier filing); nothing is recorded then.
@@ -74,7 +79,7 @@ def file_observation(db: OpsDb, observation: Observation) -> FilingResult:
     if not modules:
         raise FilingError([f"unknown instrument {observation.instrument!r} (declare it in the topology file)"])
     algorithm = location["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
-    verified = _verify_files(Path(location["root_path"]), observation, modules, algorithm)
+    verified = _verify_files(Path(location["root_path"]), observation, modules, algorithm, progress)
 
     with db.transaction():
         executed_obs_unit_id = _upsert_executed_obs_unit(db, observation)
@@ -97,6 +102,13 @@ def file_observation(db: OpsDb, observation: Observation) -> FilingResult:
     )
 
 
+def bytes_on_disk(db: OpsDb, observation: Observation) -> int:
+    """Total size of the observation's files found under its location: what filing will hash."""
+    root = Path(_source_location(db, observation.location)["root_path"])
+    paths = (root / raw.path for raw in observation.files)
+    return sum(path.stat().st_size for path in paths if path.is_file())
+
+
 def _source_location(db: OpsDb, key: str) -> dict[str, Any]:
     site, _, name = key.partition("/")
     row = db.fetch_one("data_location_by_key", site=site, name=name)
@@ -110,7 +122,11 @@ def _source_location(db: OpsDb, key: str) -> dict[str, Any]:
 
 
 def _verify_files(
-    root: Path, observation: Observation, modules: dict[str, int], algorithm: str
+    root: Path,
+    observation: Observation,
+    modules: dict[str, int],
+    algorithm: str,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     problems: list[str] = []
     verified: list[dict[str, Any]] = []
@@ -149,6 +165,8 @@ def _verify_files(
                 problems.append(f"{label}: {error}")
                 continue
         actual = checksums.file_checksum(on_disk, file_algorithm)
+        if progress is not None:
+            progress(size)
         if raw.checksum is not None and raw.checksum != actual:
             problems.append(f"{label}: checksum on disk is {actual}, filed as {raw.checksum}")
             continue
