@@ -33,6 +33,10 @@ PENDING and counts an attempt. After **3** failed attempts the transfer is **FAI
 **On failure**: S3 unreachable or refusing credentials stops the run (other packages keep
 their attempts) and the task retries with backoff. For transfers needing intervention,
 read `failure_reason`, fix the cause, then `ccat archive clear [--id N]` and clear the task.
+
+**announce_packages_archived** publishes the asset `ccat_packages_archived` when this run finished work, which starts
+ccat_deletion at once (otherwise it runs hourly); skipped when there is nothing new. After a
+failure, clear the failed task *with its downstream* so the announcement runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())

@@ -32,6 +32,10 @@ For every active BUFFER location, on its `..._data_transfer_package_creation` qu
 **On failure**: a bundle whose package tar is missing or corrupt in the buffer is
 **FAILED** with the reason in `data_transfer_package.failure_reason`; others go on.
 Anything else can be cleared and re-run safely.
+
+**announce_bundles_written** publishes the asset `ccat_bundles_written` when this run finished work, which starts
+ccat_transfer at once (otherwise it runs hourly); skipped when there is nothing new. After a
+failure, clear the failed task *with its downstream* so the announcement runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())

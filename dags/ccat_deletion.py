@@ -35,6 +35,9 @@ Long-term archive copies are never deleted automatically.
 
 **On failure**: DELETION_FAILED copies keep their files' state unknown: check
 `physical_copy.failure_reason` (permissions, mount), fix, and clear the task.
+
+Runs hourly, and at once when `ccat_archive` archived something (asset
+`ccat_packages_archived`): a verified archive copy is what lets buffer copies go.
 """
 
 TOPOLOGY = topology.load(default_topology_file())

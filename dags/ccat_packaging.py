@@ -35,6 +35,10 @@ reason (see the task log or `raw_data_package.failure_reason`); the other packag
 written anyway, and no source file is touched. Restore the file, then set the package
 back to PENDING. Any other failure (database, disk full) can simply be cleared: work
 left half-done by a killed task is picked up again, never duplicated.
+
+**announce_packages_buffered** publishes the asset `ccat_packages_buffered` when this run finished work, which starts
+ccat_bundling at once (otherwise it runs hourly); skipped when there is nothing new. After a
+failure, clear the failed task *with its downstream* so the announcement runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())

@@ -40,6 +40,12 @@ it is **FAILED** with the reason (`data_transfer.failure_reason`). Each try writ
 route) and clear the mapped task: it resumes the partial copy, or finishes at once if
 the destination already holds a verified copy. A route whose method cannot run (e.g.
 no `bbcp` binary) fails without retries and says so.
+
+**announce_bundles_transferred** publishes the asset `ccat_bundles_transferred` when
+this run finished transfers, which starts ccat_unpacking (and ccat_transfer again, for
+secondary routes) at once (otherwise they run hourly); skipped when there is nothing
+new. After a failure, clear the failed task *with its downstream* so the announcement
+runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())

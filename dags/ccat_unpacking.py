@@ -32,6 +32,10 @@ the bundle are refused: the unpack is **FAILED** with that reason
 **On failure**: a refused or corrupt bundle needs a person: check where it came from;
 to fetch it again, set the transfer back to PENDING. An interrupted unpack (disk full,
 worker lost) is retried by clearing the task.
+
+**announce_packages_unpacked** publishes the asset `ccat_packages_unpacked` when this run finished work, which starts
+ccat_archive at once (otherwise it runs hourly); skipped when there is nothing new. After a
+failure, clear the failed task *with its downstream* so the announcement runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STATE = REPO / ".ccat"
+STATE = Path(os.environ.get("CCAT_STATE_DIR", REPO / ".ccat"))  # databases, storage, S3, logs
 DATA_ROOT = STATE / "data"
 PORT = int(os.environ.get("CCAT_DEMO_PORT", "54329"))
 

@@ -7,11 +7,13 @@
 3. runs Airflow (LocalExecutor, FAB auth manager): api-server on
    http://127.0.0.1:8080 (``CCAT_UI_PORT``), scheduler, dag-processor, triggerer, with
    the roles of include/auth/roles.yaml and three local users;
-4. unpauses the pipeline DAGs: packaging runs at once and each stage's asset starts the
+4. unpauses the pipeline DAGs and triggers ccat_packaging: each stage's asset starts the
    next, so the observations flow to the archives while you watch.
 
 Log in as ``admin``/``admin``, ``operator``/``operator`` or ``scientist``/``scientist``.
 Ctrl-C stops Airflow and S3; ops-db stays up (``.venv/bin/ccat devdb stop``).
+``CCAT_STATE_DIR``, ``CCAT_DEMO_PORT``, ``CCAT_DEMO_S3_PORT`` and ``CCAT_UI_PORT`` move the
+state directory and the ports (to run a second copy beside the first).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def main() -> int:
         airflow.wait_for_dags(admin, PIPELINE_DAGS)
         for dag_id in PIPELINE_DAGS:
             admin.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        # Package now rather than at the top of the hour; each stage's asset then starts the next.
+        admin.post("/dags/ccat_packaging/dagRuns", json={"logical_date": None}).raise_for_status()
         print(
             f"\n    Airflow UI: {airflow.url}\n"
             "    log in as admin/admin, operator/operator (runs the pipeline) or scientist/scientist\n"

@@ -111,7 +111,7 @@ def test_packaging_and_bundling_dags_run_through_airflow(
     [
         ({"location": "mars/base"}, "'mars/base' is not one of"),
         ({"observations": ["seven"]}, "'seven' is not of type 'integer'"),
-        ({"start_date": "21/11/2026"}, "does not match"),
+        ({"start_date": "21/11/2026"}, "'21/11/2026' is not a 'date'"),
         ({"retention": "forever"}, "does not match"),
     ],
 )
