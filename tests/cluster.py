@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from ccat_operators.children import stop_process_groups
 from ccat_operators.devdb import LocalPostgres, free_port
 from tests.sitenet import SiteNetwork
 
@@ -107,15 +107,7 @@ class AirflowCluster:
         return self
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_groups(self.processes.values(), timeout=20)
 
     def meta(self) -> psycopg.Connection:
         return psycopg.connect(self.postgres.url(self.meta_db), autocommit=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from urllib.parse import urlparse
 
 import pytest
@@ -20,6 +21,7 @@ SHARED_ENVIRONMENT = (
     "AIRFLOW__CORE__EXECUTOR",
     "AIRFLOW__CELERY__BROKER_URL",
     "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__CORE__AUTH_MANAGER",
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
     "AIRFLOW_CONN_CCAT_OPS_DB",
     "CCAT_DATA_ROOT",
@@ -129,3 +131,12 @@ def test_grafana_is_provisioned_with_the_dashboard(compose: dict) -> None:
     queries = " ".join(target["query"] for panel in dashboard["panels"] for target in panel["targets"])
     for measurement in ("transfer", "packaging", "archive", "disk_usage", "pipeline_state"):
         assert f'r._measurement == "{measurement}"' in queries
+
+
+def test_the_deployment_uses_the_fab_roles(compose: dict) -> None:
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
+    script = compose["services"]["airflow-init"]["command"][-1].replace("$$", "$")  # compose's escaping
+    assert "ccat auth sync" in script and "airflow users create --role Admin" in script
+    syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert syntax.returncode == 0, syntax.stderr

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ccat_operators.children import stop_process_groups
 from ccat_operators.devdb import free_port
 
 PORT_NAMES = (
@@ -87,13 +87,8 @@ class LocalS3:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_process_groups([self.process], timeout=20)
         self.process = None
 
     def client(self):
