@@ -51,6 +51,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ from ccat_operators.paths import include_dir, sql_dir
 GOAL_MS = 50.0
 DATABASE = "ccat_bench"
 FILL_SQL = Path(__file__).with_name("opsdb_scale_fill.sql")
-WORK_QUERY_PREFIXES = ("find_", "claim_")
+WORK_QUERY_PREFIXES = ("find_", "claim_", "count_")
 #: A sequential scan of a table at least this large is flagged in the report.
 BIG_TABLE_ROWS = 100_000
 #: Durability off (as in the tests), room for the bulk fill, and no autovacuum: the fill
@@ -141,6 +142,8 @@ QUERY_PARAMS: dict[str, dict[str, object]] = {
     # Monitoring: the stuck-work sweep (a template over the status tables; the biggest here).
     "find_stuck_in_progress": {"table": "raw_data_package", "older_than": "1 hour", "limit": 1000},
     "find_stuck_unpacks": {"older_than": "1 hour", "limit": 1000},
+    # Announcements: what packaging (the largest table) finished in the last hour.
+    "count_stage_output_since": {"stage": "packaging", "since": datetime.now(UTC) - timedelta(hours=1)},
 }
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")

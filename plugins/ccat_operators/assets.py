@@ -25,7 +25,7 @@ BUNDLES_TRANSFERRED = _asset("bundles_transferred", "bundles arrived at a destin
 PACKAGES_UNPACKED = _asset("packages_unpacked", "bundles unpacked and verified: work for the archive")
 PACKAGES_ARCHIVED = _asset("packages_archived", "packages verified in a long-term archive: work for deletion")
 
-#: The asset each stage publishes (the ``stage`` names of ``stage_output_since.sql``).
+#: The asset each stage publishes (the ``stage`` names of ``count_stage_output_since.sql``).
 OUTPUT_OF_STAGE = {
     "packaging": PACKAGES_BUFFERED,
     "bundling": BUNDLES_WRITTEN,

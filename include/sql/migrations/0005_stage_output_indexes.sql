@@ -1,4 +1,4 @@
--- What each stage finished recently (stage_output_since.sql, the asset announcements):
+-- What each stage finished recently (count_stage_output_since.sql, the asset announcements):
 -- small partial indexes on the completion time of COMPLETED items.
 CREATE INDEX raw_data_package_completed ON raw_data_package (status_changed_at) WHERE status = 'COMPLETED';
 CREATE INDEX data_transfer_package_completed ON data_transfer_package (status_changed_at) WHERE status = 'COMPLETED';

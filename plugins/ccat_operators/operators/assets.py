@@ -29,7 +29,7 @@ class AnnounceOutputOperator(OpsDbOperator):
 
     def execute(self, context: Context) -> int:
         since = context["dag_run"].run_after
-        finished = self.hook.ops_db.fetch_value("stage_output_since", stage=self.stage, since=since)
+        finished = self.hook.ops_db.fetch_value("count_stage_output_since", stage=self.stage, since=since)
         if not finished:
             raise AirflowSkipException(f"{self.stage} finished nothing since {since:%Y-%m-%d %H:%M:%S}: no event")
         self.log.info("%s finished %d item(s) since %s: publishing %s", self.stage, finished, since, self.outlets[0])
