@@ -258,6 +258,10 @@ def test_clearing_failed_tasks_gives_the_result_of_a_first_run(deployment: Deplo
         # What each archive holds is exactly what packaging wrote: same bytes, same checksums.
         assert sorted(result["objects"].values()) == sorted([p["checksum"] for p in packages] * 2)
         assert result["leftover_parts"] == []
+        # The UI labels each mapped send with its bundle's name (map_index_template), not a number.
+        instances = operator.get("/dags/ccat_transfer/dagRuns/~/taskInstances", params={"limit": 200}).json()
+        sends = [ti for ti in instances["task_instances"] if ".send_to_" in ti["task_id"] and ti["map_index"] >= 0]
+        assert sends and {ti["rendered_map_index"] for ti in sends} <= {b["name"] for b in result["bundles"]}
 
         # Clearing tasks that succeeded runs them again: nothing changes.
         for dag_id in ("ccat_transfer", "ccat_archive"):
