@@ -136,6 +136,10 @@ def throughput(args: argparse.Namespace, work: Path, db: OpsDb, s3: LocalS3) -> 
     seconds = sum(timings.values())
     for stage, spent in timings.items():
         print(f"  {stage:<9} {spent:7.1f} s  {done / spent / 1e6:7.0f} MB/s")
+    slowest = max(timings, key=timings.get)
+    bound = done / timings[slowest] / 1e6
+    print(f"  upper bound if the stages overlapped perfectly (slowest stage, {slowest}): {bound:.0f} MB/s = "
+          f"{bound / PEAK_MB_S:.2f}x")  # fmt: skip
     rate = done / seconds / 1e6
     ratio = rate / PEAK_MB_S
     print(

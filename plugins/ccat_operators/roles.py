@@ -95,7 +95,10 @@ def sync(sm, specs: list[RoleSpec]) -> list[str]:
             changes.append(f"created role {spec.name}")
         held = {(p.action.name, p.resource.name): p for p in role.permissions}
         for action, resource in sorted(wanted - held.keys()):
-            sm.add_permission_to_role(role, sm.create_permission(action, resource))
+            permission = sm.create_permission(action, resource)
+            if permission is None:
+                raise RolesError(f"role {spec.name!r}: FAB could not create permission {action} on {resource}")
+            sm.add_permission_to_role(role, permission)
             changes.append(f"{spec.name}: + {action} on {resource}")
         for key in sorted(held.keys() - wanted):
             sm.remove_permission_from_role(role, held[key])
