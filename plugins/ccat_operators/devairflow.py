@@ -116,16 +116,16 @@ class LocalAirflow:
                 raise AirflowError(f"{name} exited ({process.returncode}):\n{self.log(name)[-3000:]}")
 
     def wait_healthy(self, timeout: float) -> None:
-        """Wait until the api-server answers and reports a healthy scheduler and dag-processor."""
+        """Wait until the api-server answers and reports a healthy metadata database and scheduler."""
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
             try:
                 health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-                if all(health.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler")):
-                    return
             except httpx.HTTPError:
-                pass  # not listening yet
+                health = {}  # not listening yet
+            if all(health.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler")):
+                return
             if time.monotonic() > deadline:
                 raise AirflowError(f"Airflow not healthy after {timeout:.0f} s:\n{self.log('api-server')[-3000:]}")
             time.sleep(1)
