@@ -7,7 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG
 
 from ccat_operators import topology
-from ccat_operators.assets import PACKAGES_UNPACKED, hourly_or_when
+from ccat_operators.assets import PACKAGES_UNPACKED, announcement_doc, hourly_or_when
 from ccat_operators.operators.archive import ArchivePackagesOperator
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.paths import default_topology_file
@@ -33,10 +33,6 @@ PENDING and counts an attempt. After **3** failed attempts the transfer is **FAI
 **On failure**: S3 unreachable or refusing credentials stops the run (other packages keep
 their attempts) and the task retries with backoff. For transfers needing intervention,
 read `failure_reason`, fix the cause, then `ccat archive clear [--id N]` and clear the task.
-
-**announce_packages_archived** publishes the asset `ccat_packages_archived` when this run finished work, which starts
-ccat_deletion at once (otherwise it runs hourly); skipped when there is nothing new. After a
-failure, clear the failed task *with its downstream* so the announcement runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())
@@ -47,7 +43,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "archive"],
-    doc_md=DOC,
+    doc_md=DOC + announcement_doc("archive", starts="ccat_deletion"),
     default_args=retry_policy(2, timedelta(minutes=5)),
 ) as dag:
     for location in TOPOLOGY.locations:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators import topology
-from ccat_operators.assets import PACKAGES_BUFFERED, hourly_or_when
+from ccat_operators.assets import PACKAGES_BUFFERED, announcement_doc, hourly_or_when
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.bundling import DataTransferPackagePlanOperator, DataTransferPackageWriteOperator
 from ccat_operators.paths import default_topology_file
@@ -32,10 +32,6 @@ For every active BUFFER location, on its `..._data_transfer_package_creation` qu
 **On failure**: a bundle whose package tar is missing or corrupt in the buffer is
 **FAILED** with the reason in `data_transfer_package.failure_reason`; others go on.
 Anything else can be cleared and re-run safely.
-
-**announce_bundles_written** publishes the asset `ccat_bundles_written` when this run finished work, which starts
-ccat_transfer at once (otherwise it runs hourly); skipped when there is nothing new. After a
-failure, clear the failed task *with its downstream* so the announcement runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())
@@ -46,7 +42,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "bundling"],
-    doc_md=DOC,
+    doc_md=DOC + announcement_doc("bundling", starts="ccat_transfer"),
     default_args=retry_policy(3, timedelta(minutes=1)),
 ) as dag:
     for location in TOPOLOGY.locations:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators import topology
+from ccat_operators.assets import announcement_doc
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.packaging import RawDataPackagePlanOperator, RawDataPackageWriteOperator
 from ccat_operators.paths import default_topology_file
@@ -35,10 +36,6 @@ reason (see the task log or `raw_data_package.failure_reason`); the other packag
 written anyway, and no source file is touched. Restore the file, then set the package
 back to PENDING. Any other failure (database, disk full) can simply be cleared: work
 left half-done by a killed task is picked up again, never duplicated.
-
-**announce_packages_buffered** publishes the asset `ccat_packages_buffered` when this run finished work, which starts
-ccat_bundling at once (otherwise it runs hourly); skipped when there is nothing new. After a
-failure, clear the failed task *with its downstream* so the announcement runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())
@@ -49,7 +46,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "packaging"],
-    doc_md=DOC,
+    doc_md=DOC + announcement_doc("packaging", starts="ccat_bundling"),
     default_args=retry_policy(3, timedelta(minutes=1)),
 ) as dag:
     for location in TOPOLOGY.locations:

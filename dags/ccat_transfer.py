@@ -7,7 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators import topology
-from ccat_operators.assets import BUNDLES_TRANSFERRED, BUNDLES_WRITTEN, hourly_or_when
+from ccat_operators.assets import BUNDLES_TRANSFERRED, BUNDLES_WRITTEN, announcement_doc, hourly_or_when
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import FindTransfersOperator, RouteBundlesOperator, SendTransferOperator
 from ccat_operators.paths import default_topology_file
@@ -40,12 +40,6 @@ it is **FAILED** with the reason (`data_transfer.failure_reason`). Each try writ
 route) and clear the mapped task: it resumes the partial copy, or finishes at once if
 the destination already holds a verified copy. A route whose method cannot run (e.g.
 no `bbcp` binary) fails without retries and says so.
-
-**announce_bundles_transferred** publishes the asset `ccat_bundles_transferred` when
-this run finished transfers, which starts ccat_unpacking (and ccat_transfer again, for
-secondary routes) at once (otherwise they run hourly); skipped when there is nothing
-new. After a failure, clear the failed task *with its downstream* so the announcement
-runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())
@@ -58,7 +52,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "transfer"],
-    doc_md=DOC,
+    doc_md=DOC + announcement_doc("transfer", starts="ccat_unpacking (and ccat_transfer again, for secondary routes)"),
     default_args=retry_policy(4, timedelta(minutes=2), max_delay=timedelta(hours=1)),
 ) as dag:
     for origin in BUFFERS:

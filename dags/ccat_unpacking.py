@@ -7,7 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG
 
 from ccat_operators import topology
-from ccat_operators.assets import BUNDLES_TRANSFERRED, hourly_or_when
+from ccat_operators.assets import BUNDLES_TRANSFERRED, announcement_doc, hourly_or_when
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import UnpackBundlesOperator
 from ccat_operators.paths import default_topology_file
@@ -32,10 +32,6 @@ the bundle are refused: the unpack is **FAILED** with that reason
 **On failure**: a refused or corrupt bundle needs a person: check where it came from;
 to fetch it again, set the transfer back to PENDING. An interrupted unpack (disk full,
 worker lost) is retried by clearing the task.
-
-**announce_packages_unpacked** publishes the asset `ccat_packages_unpacked` when this run finished work, which starts
-ccat_archive at once (otherwise it runs hourly); skipped when there is nothing new. After a
-failure, clear the failed task *with its downstream* so the announcement runs too.
 """
 
 TOPOLOGY = topology.load(default_topology_file())
@@ -46,7 +42,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "unpacking"],
-    doc_md=DOC,
+    doc_md=DOC + announcement_doc("unpacking", starts="ccat_archive"),
     default_args=retry_policy(3, timedelta(minutes=1)),
 ) as dag:
     for location in TOPOLOGY.locations:

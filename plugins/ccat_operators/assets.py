@@ -39,3 +39,18 @@ def hourly_or_when(*assets: Asset) -> AssetOrTimeSchedule:
     """Run at the top of every hour, and as soon as any of ``assets`` is published."""
     condition = assets[0] if len(assets) == 1 else AssetAny(*assets)
     return AssetOrTimeSchedule(timetable=CronTriggerTimetable("@hourly", timezone="UTC"), assets=condition)
+
+
+def announce_task_id(stage: str) -> str:
+    """Task id of the task that publishes ``stage``'s asset, e.g. ``announce_packages_buffered``."""
+    return f"announce_{OUTPUT_OF_STAGE[stage].name.removeprefix('ccat_')}"
+
+
+def announcement_doc(stage: str, starts: str) -> str:
+    """The ``doc_md`` paragraph on ``stage``'s announce task; ``starts`` names what its asset starts."""
+    return (
+        f"\n**{announce_task_id(stage)}** publishes the asset `{OUTPUT_OF_STAGE[stage].name}` when this run\n"
+        f"finished work, which starts {starts} at once (otherwise hourly); it is skipped when\n"
+        "there is nothing new. After a failure, clear the failed task *with its downstream* so\n"
+        "the announcement runs too.\n"
+    )

@@ -7,7 +7,7 @@ from typing import Any
 from airflow.sdk import DAG, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from ccat_operators.assets import OUTPUT_OF_STAGE
+from ccat_operators.assets import OUTPUT_OF_STAGE, announce_task_id
 from ccat_operators.operators.base import OpsDbOperator
 
 
@@ -23,7 +23,7 @@ class AnnounceOutputOperator(OpsDbOperator):
     def __init__(self, *, stage: str, **kwargs: Any) -> None:
         if stage not in OUTPUT_OF_STAGE:
             raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(OUTPUT_OF_STAGE)}")
-        kwargs.setdefault("task_id", f"announce_{OUTPUT_OF_STAGE[stage].name.removeprefix('ccat_')}")
+        kwargs.setdefault("task_id", announce_task_id(stage))
         super().__init__(outlets=[OUTPUT_OF_STAGE[stage]], trigger_rule="none_failed", **kwargs)
         self.stage = stage
 
