@@ -85,10 +85,11 @@ def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def start_database() -> tuple[str, str]:
+def start_database(metadata_db: str = "airflow") -> tuple[str, str]:
+    """Start the private PostgreSQL; return the URLs of ops-db and of Airflow's metadata database."""
     server = LocalPostgres(STATE / "postgres", PORT)
     server.start()
-    return server.create_database("ccat_ops_db"), server.create_database("airflow")
+    return server.create_database("ccat_ops_db"), server.create_database(metadata_db)
 
 
 def write_observations(source_root: Path) -> list[filing.Observation]:

@@ -26,7 +26,6 @@ import time
 import demo  # the demo's embedded settings (environment, set on import), observations and S3 credentials
 
 from ccat_operators.devairflow import LocalAirflow
-from ccat_operators.devdb import LocalPostgres
 from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 
@@ -42,10 +41,8 @@ def stop_on_sigterm(signum: int, frame) -> None:
 
 def main() -> int:
     demo.step(f"starting PostgreSQL on 127.0.0.1:{demo.PORT} (data in {demo.STATE / 'postgres'})")
-    server = LocalPostgres(demo.STATE / "postgres", demo.PORT)
-    server.start()
-    ops_db_url = server.create_database("ccat_ops_db")
-    metadata_url = server.create_database("airflow_ui").replace("postgresql://", "postgresql+psycopg://", 1)
+    ops_db_url, metadata_url = demo.start_database(metadata_db="airflow_ui")
+    metadata_url = metadata_url.replace("postgresql://", "postgresql+psycopg://", 1)
     os.environ["AIRFLOW_CONN_CCAT_OPS_DB"] = ops_db_url
     with OpsDb.connect(ops_db_url) as db:
         demo.prepare_ops_db(db)

@@ -203,8 +203,7 @@ def _stage_package(
         extracted = extract_verified(_ReadInto(body), package["checksum"], files, job_root)
     finally:
         body.close()
-    for part in extracted.parts:
-        part.rename(part.with_name(part.name.removesuffix(".part")))
+    extracted.publish()
     with db.transaction():
         db.fetch_value(
             "upsert_staged_copy",

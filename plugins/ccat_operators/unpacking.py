@@ -159,6 +159,11 @@ class Extracted:
     parts: list[Path] = field(default_factory=list)
     packages: list[dict[str, Any]] = field(default_factory=list)
 
+    def publish(self) -> None:
+        """Rename every verified ``.part`` file to its final name."""
+        for part in self.parts:
+            part.rename(part.with_name(part.name.removesuffix(".part")))
+
 
 def extract_bundle(
     bundle_file: Path, bundle_checksum: str, packages: list[dict[str, Any]], root: Path, durable: bool = True
@@ -272,8 +277,7 @@ def _unpack_one(db: OpsDb, transfer_id: int, root: Path, location: dict[str, Any
     except BaseException:
         db.transition_unpack(transfer_id, Status.IN_PROGRESS, Status.PENDING, "interrupted; will retry")
         raise
-    for part in extracted.parts:
-        part.rename(part.with_name(part.name.removesuffix(".part")))
+    extracted.publish()
     with db.transaction():
         for package in extracted.packages:
             db.fetch_value(
