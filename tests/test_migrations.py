@@ -87,3 +87,34 @@ def test_cli_upgrade_reports_and_is_idempotent(empty_db_url: str, capsys: pytest
     assert "applied 0001_core_schema.sql" in capsys.readouterr().out
     assert main(["db", "upgrade", "--db", empty_db_url]) == 0
     assert capsys.readouterr().out.strip() == "ops-db is up to date"
+
+
+def test_status_refuses_a_migration_this_code_does_not_know(ops_db_url: str, capsys: pytest.CaptureFixture) -> None:
+    with OpsDb.connect(ops_db_url) as db:
+        db.execute("record_migration", version="0099", filename="0099_x.sql", sha256="0" * 64)
+        with pytest.raises(migrations.MigrationError, match="ops-db has migration 0099_x.sql applied"):
+            migrations.status(db)
+    assert main(["db", "status", "--db", ops_db_url]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "ccat: error: ops-db has migration 0099_x.sql applied, which this version of ccat does not know "
+        "(it is missing from the migrations directory): upgrade ccat\n"
+    )
+    assert main(["db", "upgrade", "--db", ops_db_url]) == 1
+    assert "ops-db has migration 0099_x.sql applied" in capsys.readouterr().err
+
+
+def test_status_refuses_an_edited_applied_migration(empty_db_url: str, migrations_dir: Path) -> None:
+    with OpsDb.connect(empty_db_url) as db:
+        migrations.upgrade(db, migrations_dir)
+        first = sorted(migrations_dir.glob("*.sql"))[0]
+        first.write_text(first.read_text() + "\n-- edited\n")
+        with pytest.raises(migrations.MigrationError, match=f"{first.name}: content changed after it was applied"):
+            migrations.status(db, migrations_dir)
+
+
+def test_status_of_an_empty_database_lists_everything_pending(empty_db_url: str, capsys) -> None:
+    assert main(["db", "status", "--db", empty_db_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"pending  {m.path.name}" for m in migrations.discover()]

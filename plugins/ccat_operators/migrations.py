@@ -89,7 +89,8 @@ def _check_applied_unchanged(migrations: list[Migration], applied: dict[str, dic
         migration = by_version.get(version)
         if migration is None:
             raise MigrationError(
-                f"migration {row['filename']} is applied in ops-db but missing from the migrations directory"
+                f"ops-db has migration {row['filename']} applied, which this version of ccat does not know "
+                "(it is missing from the migrations directory): upgrade ccat"
             )
         if migration.sha256 != row["sha256"]:
             raise MigrationError(
@@ -100,7 +101,13 @@ def _check_applied_unchanged(migrations: list[Migration], applied: dict[str, dic
 
 
 def status(db: OpsDb, directory: Path | None = None) -> list[tuple[str, bool]]:
-    """Return ``(file name, applied?)`` for every migration file."""
+    """Return ``(file name, applied?)`` for every migration file.
+
+    Raises MigrationError, as :func:`upgrade` would, if ops-db has a migration applied
+    that has no file here (ops-db is ahead of this code) or whose file has changed.
+    """
+    migrations = discover(directory)
     db.execute("create_schema_migrations")
-    applied = {row["version"] for row in db.fetch_all("applied_migrations")}
-    return [(m.path.name, m.version in applied) for m in discover(directory)]
+    applied = {row["version"]: row for row in db.fetch_all("applied_migrations")}
+    _check_applied_unchanged(migrations, applied)
+    return [(m.path.name, m.version in applied) for m in migrations]

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, timeout_from_conninfo
 from psycopg.rows import dict_row
 
 from ccat_operators.paths import sql_dir
@@ -43,7 +45,18 @@ STATUS_TABLES = frozenset(
 #: Environment variables that may hold the ops-db URL, in order of preference.
 DSN_VARIABLES = ("CCAT_OPS_DB_URL", "AIRFLOW_CONN_CCAT_OPS_DB")
 
+#: URL prefixes libpq accepts; Airflow writes a postgres connection URI with either.
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+#: Environment variable with the seconds to wait for ops-db to answer a connection.
+CONNECT_TIMEOUT_VARIABLE = "CCAT_DB_CONNECT_TIMEOUT"
+DEFAULT_CONNECT_TIMEOUT = 10
+
 Row = dict[str, Any]
+
+
+class OpsDbConfigError(ValueError):
+    """The ops-db URL or connect timeout is malformed; no connection was tried."""
 
 
 class UnknownQueryError(LookupError):
@@ -73,15 +86,55 @@ def table_query(name: str, table: str) -> sql.Composed:
 
 
 def dsn_from_environment() -> str:
-    """Return the ops-db URL from ``CCAT_OPS_DB_URL`` or ``AIRFLOW_CONN_CCAT_OPS_DB``."""
+    """Return the ops-db URL from ``CCAT_OPS_DB_URL`` or ``AIRFLOW_CONN_CCAT_OPS_DB``, checked by :func:`check_url`."""
     for variable in DSN_VARIABLES:
         value = os.environ.get(variable)
         if value:
-            return value
+            return check_url(value, source=f"${variable}")
     raise LookupError(
         "ops-db is not configured: set CCAT_OPS_DB_URL (or AIRFLOW_CONN_CCAT_OPS_DB) "
         "to a postgresql:// URL, or pass --db"
     )
+
+
+def check_url(url: str, source: str = "ops-db URL") -> str:
+    """Return ``url`` if it is a ``postgresql://`` or ``postgres://`` URL libpq can parse.
+
+    Raises OpsDbConfigError naming ``source`` otherwise, before any connection is tried.
+    libpq's ``key=value`` strings are refused too: ops-db is configured as a URL
+    everywhere (``--db``, ``CCAT_OPS_DB_URL``, Airflow's connection URI).
+    """
+    if not url.startswith(URL_SCHEMES):
+        raise OpsDbConfigError(f"{source}: expected a postgresql://user@host:port/dbname URL, got {_described(url)}")
+    try:
+        timeout_from_conninfo(conninfo_to_dict(url))  # parses the URL and its connect_timeout
+    except psycopg.ProgrammingError as error:
+        raise OpsDbConfigError(f"{source}: {_redacted(str(error).strip())}") from None
+    return url
+
+
+def connect_timeout() -> int:
+    """Seconds to wait for ops-db to answer a connection: ``$CCAT_DB_CONNECT_TIMEOUT``, default 10."""
+    value = os.environ.get(CONNECT_TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_CONNECT_TIMEOUT
+    if not value.isdecimal() or int(value) < 1:
+        raise OpsDbConfigError(f"${CONNECT_TIMEOUT_VARIABLE}: expected a whole number of seconds >= 1, got {value!r}")
+    return int(value)
+
+
+def _described(url: str) -> str:
+    """How a refused URL is shown: its scheme, never a password."""
+    if "://" in url:
+        return f"a {url.partition('://')[0]}:// URL"
+    if "=" in url:
+        return "a key=value connection string"
+    return repr(url[:60])
+
+
+def _redacted(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ``***``."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
 class OpsDb:
@@ -98,8 +151,28 @@ class OpsDb:
 
     @classmethod
     def connect(cls, dsn: str | None = None, **kwargs: Any) -> OpsDb:
-        """Open a new connection to ``dsn`` (default: from the environment)."""
-        return cls(psycopg.connect(dsn or dsn_from_environment(), **kwargs))
+        """Open a new connection to ``dsn`` (default: from the environment).
+
+        The URL is checked first (:func:`check_url`; OpsDbConfigError, nothing tried).
+        A server that accepts the connection but does not answer is given up on after
+        ``$CCAT_DB_CONNECT_TIMEOUT`` seconds (default 10; libpq waits at least 2 s, per
+        address of the host) with ``psycopg.errors.ConnectionTimeout``; a
+        ``connect_timeout`` in the URL or in ``kwargs`` wins over the variable.
+        """
+        url = check_url(dsn) if dsn else dsn_from_environment()
+        params = conninfo_to_dict(url)
+        if "connect_timeout" not in params and "connect_timeout" not in kwargs:
+            kwargs["connect_timeout"] = connect_timeout()
+        try:
+            return cls(psycopg.connect(url, **kwargs))
+        except psycopg.errors.ConnectionTimeout as error:
+            waited = timeout_from_conninfo(
+                {"connect_timeout": kwargs.get("connect_timeout", params.get("connect_timeout"))}
+            )
+            raise psycopg.errors.ConnectionTimeout(
+                f"connection to {params.get('host') or 'localhost'} port {params.get('port') or 5432} timed out: "
+                f"no answer within {waited} s (${CONNECT_TIMEOUT_VARIABLE} sets the wait)"
+            ) from error
 
     def close(self) -> None:
         """Close the underlying connection."""
