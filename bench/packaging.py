@@ -45,7 +45,7 @@ from ccat_operators.tarstream import Member, write_archive
 src, out, algorithm = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 files = sorted(p for p in src.rglob("*") if p.is_file())
 members = [Member(p, str(p.relative_to(src)), p.stat().st_size, algorithm) for p in files]
-write_archive(out, members, algorithm)
+write_archive(out.parent, out.name, members, algorithm)
 """
 
 HASHER = """

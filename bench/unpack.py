@@ -71,7 +71,7 @@ def make_bundle(work: Path, total: int, algorithm: str) -> tuple[Path, str, list
         checksum = file_checksum(path, algorithm)
         packages.append({"relative_path": relative, "size_bytes": path.stat().st_size, "checksum": checksum})
         members.append(Member(path, relative, path.stat().st_size, algorithm, checksum))
-    archive = write_archive(work / "bundle.tar", members, algorithm)
+    archive = write_archive(work, "bundle.tar", members, algorithm)
     return archive.path, archive.checksum, packages
 
 

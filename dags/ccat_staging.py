@@ -8,6 +8,7 @@ from ccat_operators import topology
 from ccat_operators.operators.staging import StageObservationsOperator
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import Operation, queue_name
+from ccat_operators.staging import DEFAULT_RETENTION, MAX_ID, MAX_RETENTION
 from ccat_operators.states import LocationType
 
 DOC = """
@@ -40,7 +41,7 @@ with DAG(
         "observations": Param(
             [],
             type="array",
-            items={"type": "integer", "minimum": 1},
+            items={"type": "integer", "minimum": 1, "maximum": MAX_ID},
             title="Observation ids",
             description="ExecutedObsUnit ids to stage. Leave empty to use an obs unit and dates instead.",
         ),
@@ -75,11 +76,11 @@ with DAG(
             "scientist", type="string", minLength=1, title="Requested by", description="Your name or e-mail."
         ),
         "retention": Param(
-            "14d",
+            DEFAULT_RETENTION,
             type="string",
-            pattern=r"^\d+[smhdw]$",
+            pattern=r"^[1-9][0-9]{0,3}[smhdw]$",
             title="Keep for",
-            description="How long the staged copy is kept, e.g. 14d, 6w.",
+            description=f"How long the staged copy is kept, e.g. 14d, 6w (at most {MAX_RETENTION}).",
         ),
     },
 ):

@@ -25,13 +25,20 @@ recorded checksum. Only when everything matches are the packages renamed into pl
 recorded (PhysicalCopy PRESENT). Unpack status: **PENDING -> SCHEDULED -> IN_PROGRESS ->
 COMPLETED | FAILED**, separate from the transfer, so retrying never re-transfers.
 
-Members that are absolute, contain `..`, are links or devices, or are not packages of
-the bundle are refused: the unpack is **FAILED** with that reason
-(`data_transfer.unpack_failure_reason`) and nothing is extracted.
+Headers are parsed by a bounded reader: a malformed pax record, an absurd size claim, a
+flipped byte or a truncated file is a refusal of that bundle alone, never a stuck
+location. Members that are absolute, contain `..`, are links or devices, or are not
+packages of the bundle are refused; nothing is written through a link in the buffer.
 
-**On failure**: a refused or corrupt bundle needs a person: check where it came from;
-to fetch it again, set the transfer back to PENDING. An interrupted unpack (disk full,
-worker lost) is retried by clearing the task.
+A bundle **damaged after it arrived** (its file no longer matches the recorded checksum)
+is removed and sent again from the origin buffer by the next `ccat_transfer` run, at
+most 3 times (`data_transfer.redeliveries`). A bundle refused although it is the one
+recorded, or one damaged a fourth time, is **FAILED** with the reason
+(`data_transfer.unpack_failure_reason`).
+
+**On failure**: a FAILED unpack needs a person: the reason says what was refused. An
+interrupted unpack (disk full, worker lost) goes back to PENDING with no `.part` left
+and is retried by clearing the task.
 """
 
 TOPOLOGY = topology.load(default_topology_file())

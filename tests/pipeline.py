@@ -39,9 +39,18 @@ def s3_connections(monkeypatch, s3: LocalS3) -> None:
 
 def deliver(db: OpsDb, observations: int = 2, sizes=(120_000, 90_000)) -> dict[str, bytes]:
     """File, package, bundle, route, transfer (local) and unpack; return the filed files."""
+    filed = bundle(db, observations, sizes)
+    send_all(db)
+    for site in ("cologne", "us"):
+        assert unpacking.unpack_arrived(db, location_row(db, f"{site}/buffer")).failed == {}
+    return filed
+
+
+def bundle(db: OpsDb, observations: int = 2, sizes=(120_000, 90_000), first_minute: int = 0) -> dict[str, bytes]:
+    """File, package, bundle and route (one new bundle); return the filed files."""
     source = location_row(db, "ccat/telescope_computer")
     filed: dict[str, bytes] = {}
-    for minute in range(observations):
+    for minute in range(first_minute, first_minute + observations):
         filed |= file_random_observation(db, Path(source["root_path"]), list(sizes), minute=minute)
     packaging.plan_packages(db, source)
     assert packaging.write_packages(db, source).failed == {}
@@ -49,15 +58,28 @@ def deliver(db: OpsDb, observations: int = 2, sizes=(120_000, 90_000)) -> dict[s
     bundling.plan_bundles(db, buffer)
     assert bundling.write_bundles(db, buffer).failed == {}
     routing.route_bundles(db, buffer)
-    for _ in range(2):  # primary legs, then the fan-out legs that waited for them
+    return filed
+
+
+def send_all(db: OpsDb) -> None:
+    """Send every transfer that can go: primary legs, then the fan-out legs that waited for them."""
+    for _ in range(2):
         for row in db.conn.execute("SELECT id FROM data_transfer WHERE status <> 'COMPLETED' ORDER BY id").fetchall():
             dependency = db.fetch_one("data_transfer", id=row["id"])["depends_on_status"]
             if dependency in (None, "COMPLETED"):
                 transfer.send_transfer(db, row["id"], last_try=True)
-    for site in ("cologne", "us"):
-        assert unpacking.unpack_arrived(db, location_row(db, f"{site}/buffer")).failed == {}
-    return filed
 
 
 def setup(db: OpsDb, tmp_path: Path, s3: LocalS3 | None = None):
     return apply_topology(db, tmp_path, local_topology(s3))
+
+
+def archive_world(db: OpsDb, tmp_path: Path, s3: LocalS3, monkeypatch) -> dict[str, bytes]:
+    """Delivered packages in both archive sites' buffers, with this test's own S3 buckets."""
+    setup(db, tmp_path, s3)
+    s3_connections(monkeypatch, s3)
+    # Each test its own buckets: the server lives for the whole module.
+    suffix = tmp_path.name[-8:].lower().replace("_", "-")
+    db.conn.execute("UPDATE data_location SET s3_bucket = s3_bucket || '-' || %s WHERE storage_type = 'S3'",
+                    (suffix,))  # fmt: skip
+    return deliver(db)

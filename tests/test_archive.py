@@ -1,4 +1,4 @@
-"""Archive into a real S3 server (SeaweedFS) that verifies checksums; staging back out."""
+"""Archive into a real S3 server (SeaweedFS) that verifies checksums."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from ccat_operators import archive, deletion, staging
+from ccat_operators import archive, deletion
 from ccat_operators.cli import main
 from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
@@ -18,13 +18,7 @@ from tests.helpers import location_row
 
 @pytest.fixture
 def world(ops_db: OpsDb, data_root: Path, tmp_path: Path, s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch):
-    pipeline.setup(ops_db, tmp_path, s3_server)
-    pipeline.s3_connections(monkeypatch, s3_server)
-    # Each test its own buckets: the server lives for the whole module.
-    suffix = tmp_path.name[-8:].lower().replace("_", "-")
-    ops_db.conn.execute("UPDATE data_location SET s3_bucket = s3_bucket || '-' || %s WHERE storage_type = 'S3'",
-                        (suffix,))  # fmt: skip
-    return pipeline.deliver(ops_db)
+    return pipeline.archive_world(ops_db, tmp_path, s3_server, monkeypatch)
 
 
 def packages(db: OpsDb) -> list[dict]:
@@ -139,61 +133,6 @@ def test_with_s3_down_archive_retries_nothing_is_deleted_and_it_completes_later(
     assert all(Path(data_root / "ccat" / "telescope_computer" / f).exists() for f in world)
 
 
-def test_staged_files_equal_the_originals_and_asking_again_redoes_nothing(
-    ops_db: OpsDb, world, data_root: Path
-) -> None:
-    for site in ("cologne", "us"):
-        archive.archive_pending(ops_db, lta(ops_db, site))
-    observation = ops_db.conn.execute("SELECT min(id) AS id FROM executed_obs_unit").fetchone()["id"]
-    request = staging.StagingRequest.from_params(
-        {"observations": [observation], "location": "cologne/ramses", "requested_by": "ada", "retention": "1d"}
-    )
-    job = staging.create_job(ops_db, request)
-    result = staging.stage_job(ops_db, job["id"])
-    assert result.failed == {} and result.staged
-    staged_root = data_root / "cologne" / "ramses" / job["name"]
-    files = ops_db.conn.execute(
-        "SELECT relative_path FROM raw_data_file WHERE executed_obs_unit_id = %s", (observation,)
-    ).fetchall()
-    assert files
-    for row in files:
-        assert (staged_root / row["relative_path"]).read_bytes() == world[row["relative_path"]]
-    assert not list(staged_root.rglob("*.part"))
-    copies = ops_db.conn.execute("SELECT * FROM physical_copy WHERE staging_job_id = %s", (job["id"],)).fetchall()
-    assert {c["status"] for c in copies} == {"STAGED"} and len(copies) == len(result.staged)
-
-    again = staging.create_job(ops_db, request)
-    assert again["id"] == job["id"]
-    second = staging.stage_job(ops_db, again["id"])
-    assert second.staged == [] and sorted(second.already) == sorted(result.staged)
-
-
-BAD_REQUESTS = [
-    ({"location": "cologne/ramses"}, "name the observations"),
-    ({"location": "cologne/ramses", "observations": [1], "obs_unit": "x"}, "either observation ids or an obs_unit"),
-    (
-        {"location": "cologne/ramses", "obs_unit": "x", "start_date": "2026-02-01", "end_date": "2026-01-01"},
-        "end_date 2026-01-01 is before start_date 2026-02-01",
-    ),
-    ({"location": "cologne/ramses", "observations": [1], "retention": "forever"}, "retention:"),
-]
-
-
-@pytest.mark.parametrize(("params", "message"), BAD_REQUESTS)
-def test_bad_staging_requests_are_refused_clearly(params: dict, message: str) -> None:
-    with pytest.raises(staging.StagingRequestError, match=message):
-        staging.StagingRequest.from_params(params)
-
-
-def test_staging_request_for_unknown_things_is_refused(ops_db: OpsDb, world) -> None:
-    with pytest.raises(staging.StagingRequestError, match="unknown observation id"):
-        staging.create_job(ops_db, staging.StagingRequest(location="cologne/ramses", observations=(999_999,)))
-    with pytest.raises(staging.StagingRequestError, match="not an active PROCESSING location"):
-        staging.create_job(ops_db, staging.StagingRequest(location="cologne/buffer", observations=(1,)))
-    with pytest.raises(staging.StagingRequestError, match="no observation of obs unit 'nothing'"):
-        staging.create_job(ops_db, staging.StagingRequest(location="cologne/ramses", obs_unit="nothing"))
-
-
 def test_s3_server_enforces_its_credentials(s3_server: LocalS3) -> None:
     import boto3
 
@@ -204,3 +143,64 @@ def test_s3_server_enforces_its_credentials(s3_server: LocalS3) -> None:
     with pytest.raises(ClientError, match="SignatureDoesNotMatch|AccessDenied|InvalidAccessKeyId"):
         intruder.list_buckets()
     assert "Buckets" in s3_server.client().list_buckets()
+
+
+@pytest.mark.parametrize("wrong", ["secret", "access key"])
+def test_refused_credentials_stop_the_run_and_cost_no_package_an_attempt(
+    ops_db: OpsDb, world, s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch, wrong: str
+) -> None:
+    import json
+
+    connection = {"conn_type": "aws", "login": s3_server.access_key, "password": s3_server.secret_key,
+                  "extra": {"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"}}  # fmt: skip
+    connection["password" if wrong == "secret" else "login"] = "not-the-right-one"
+    monkeypatch.setenv("AIRFLOW_CONN_CCAT_S3_COLOGNE", json.dumps(connection))
+    for _ in range(archive.MAX_ATTEMPTS + 1):
+        result = archive.archive_pending(ops_db, lta(ops_db, "cologne"))
+        assert result.completed == [] and len(result.failed) == 1  # stopped at the first refusal
+    rows = ops_db.conn.execute("SELECT * FROM long_term_archive_transfer").fetchall()
+    assert rows and all(r["attempts"] == 0 and r["status"] == "PENDING" for r in rows)
+    assert not any(r["requires_intervention"] for r in rows)
+
+
+def test_a_refused_head_of_an_object_is_the_storage_not_the_package(ops_db: OpsDb, world, s3_server: LocalS3) -> None:
+    """A HEAD answered 403 (no body, so no error code but the status) stops the run."""
+    import boto3
+
+    bucket = lta(ops_db, "cologne")["s3_bucket"]
+    archive.ensure_bucket(s3_server.client(), bucket)
+
+    class HeadRefused:
+        def __init__(self) -> None:
+            self.real = s3_server.client()
+            self.intruder = boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1",
+                                         aws_access_key_id=s3_server.access_key,
+                                         aws_secret_access_key="not-the-secret")  # fmt: skip
+
+        def __getattr__(self, name):
+            return getattr(self.intruder if name == "head_object" else self.real, name)
+
+    result = archive.archive_pending(ops_db, lta(ops_db, "cologne"), client_factory=lambda _: HeadRefused())
+    assert len(result.failed) == 1 and "403" in next(iter(result.failed.values()))
+    rows = ops_db.conn.execute("SELECT * FROM long_term_archive_transfer").fetchall()
+    assert all(r["attempts"] == 0 and r["status"] == "PENDING" for r in rows)
+
+
+def test_clear_leaves_a_running_try_alone(ops_db: OpsDb, ops_db_url: str, world, capsys) -> None:
+    archive.plan_archive_transfers(ops_db, lta(ops_db, "cologne"))
+    running, failed = ops_db.conn.execute("SELECT id FROM long_term_archive_transfer ORDER BY id LIMIT 2").fetchall()
+    # One transfer failed three times; the other's worker is still on a try it started after
+    # two failures and a third counted (an older version counted at the start of a try).
+    ops_db.conn.execute("UPDATE long_term_archive_transfer SET status = 'FAILED', attempts = 3 WHERE id = %s",
+                        (failed["id"],))  # fmt: skip
+    ops_db.conn.execute("UPDATE long_term_archive_transfer SET status = 'IN_PROGRESS', attempts = 3 WHERE id = %s",
+                        (running["id"],))  # fmt: skip
+    with OpsDb.connect(ops_db_url) as worker, worker.lease(archive.ARCHIVE_KIND, running["id"]) as mine:
+        assert mine
+        assert main(["archive", "clear", "--db", ops_db_url]) == 0
+    out = capsys.readouterr().out
+    assert f"archive transfer {running['id']} is being tried by a worker right now: left alone" in out
+    assert "cleared 1 archive transfer(s)" in out
+    after = {r["id"]: r for r in ops_db.conn.execute("SELECT * FROM long_term_archive_transfer").fetchall()}
+    assert (after[running["id"]]["status"], after[running["id"]]["attempts"]) == ("IN_PROGRESS", 3)
+    assert (after[failed["id"]]["status"], after[failed["id"]]["attempts"]) == ("PENDING", 0)

@@ -15,6 +15,7 @@ from ccat_operators.opsdb import OpsDb
 from tests import pipeline
 from tests.helpers import apply_topology, location_row
 
+DATA_CHECKSUM = "sha256:" + hashlib.sha256(b"data").hexdigest()  # what the World writes in every file
 DELETING = ("ccat/telescope_computer", "ccat/buffer", "cologne/buffer", "us/buffer", "cologne/ramses")
 
 
@@ -57,6 +58,95 @@ def test_full_lifecycle_cleans_everything_but_the_archives(
             lta = location_row(ops_db, f"{site}/lta")
             body = client.get_object(Bucket=lta["s3_bucket"], Key=package["relative_path"])["Body"].read()
             assert "sha256:" + hashlib.sha256(body).hexdigest() == package["checksum"]
+
+
+@pytest.fixture
+def deletable_world(ops_db: OpsDb, data_root: Path, tmp_path: Path, s3_server: LocalS3,
+                    monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:  # fmt: skip
+    """Packages archived in both archives, every copy past its retention period."""
+    filed = pipeline.archive_world(ops_db, tmp_path, s3_server, monkeypatch)
+    for site in ("cologne", "us"):
+        assert archive.archive_pending(ops_db, location_row(ops_db, f"{site}/lta")).failed == {}
+    ops_db.conn.execute("UPDATE physical_copy SET created_at = created_at - interval '30 days'")
+    return filed
+
+
+def source_copy_of(db: OpsDb, relative: str) -> dict:
+    return db.conn.execute(
+        "SELECT c.* FROM physical_copy c JOIN raw_data_file f ON f.raw_data_package_id = c.raw_data_package_id"
+        " JOIN data_location l ON l.id = c.data_location_id"
+        " WHERE f.relative_path = %s AND l.location_type = 'SOURCE'", (relative,),
+    ).fetchone()  # fmt: skip
+
+
+def delete_at(db: OpsDb, key: str) -> deletion.DeletionResult:
+    return deletion.run_deletions(db, location_row(db, key), under_pressure=False)
+
+
+def test_a_source_directory_swapped_for_a_link_outside_is_not_deleted_through(
+    ops_db: OpsDb, deletable_world: dict[str, bytes], data_root: Path, tmp_path: Path
+) -> None:
+    source = data_root / "ccat" / "telescope_computer"
+    relative = next(iter(deletable_world))
+    directory = (source / relative).parent
+    outside = tmp_path / "outside"
+    directory.rename(outside)  # the same files, now outside the root...
+    directory.symlink_to(outside, target_is_directory=True)  # ...reached through a link
+    result = delete_at(ops_db, "ccat/telescope_computer")
+    copy = source_copy_of(ops_db, relative)
+    assert copy["id"] in result.failed and copy["status"] == "DELETION_FAILED"
+    assert "outside the root" in copy["failure_reason"]
+    assert (outside / Path(relative).name).read_bytes() == deletable_world[relative]
+    # The other observation's files, untouched by the link, went.
+    others = [r for r in deletable_world if Path(r).parent != Path(relative).parent]
+    assert others and not any((source / r).exists() for r in others)
+
+
+def test_a_source_file_replaced_after_filing_is_not_deleted(
+    ops_db: OpsDb, deletable_world: dict[str, bytes], data_root: Path
+) -> None:
+    source = data_root / "ccat" / "telescope_computer"
+    relative = next(iter(deletable_world))
+    replacement = bytes(len(deletable_world[relative]))  # same size, other bytes, another inode
+    (source / relative).unlink()
+    (source / relative).write_bytes(replacement)
+    delete_at(ops_db, "ccat/telescope_computer")
+    copy = source_copy_of(ops_db, relative)
+    assert copy["status"] == "DELETION_FAILED" and "changed since it was filed" in copy["failure_reason"]
+    assert (source / relative).read_bytes() == replacement
+    # Nothing of that copy went: its other file is still there too.
+    siblings = [r for r in deletable_world if Path(r).parent == Path(relative).parent and r != relative]
+    assert siblings and all((source / r).exists() for r in siblings)
+
+
+def test_a_source_file_copied_back_identically_is_deleted(
+    ops_db: OpsDb, deletable_world: dict[str, bytes], data_root: Path
+) -> None:
+    source = data_root / "ccat" / "telescope_computer"
+    relative = next(iter(deletable_world))
+    (source / relative).unlink()
+    (source / relative).write_bytes(deletable_world[relative])  # new inode, the filed bytes: re-hashed, same
+    delete_at(ops_db, "ccat/telescope_computer")
+    assert source_copy_of(ops_db, relative)["status"] == "DELETED"
+    assert not (source / relative).exists()
+
+
+def test_a_buffer_tar_replaced_by_a_link_is_not_deleted_through(
+    ops_db: OpsDb, deletable_world: dict[str, bytes], data_root: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.tar"
+    package = ops_db.conn.execute("SELECT * FROM raw_data_package ORDER BY id LIMIT 1").fetchone()
+    tar = data_root / "cologne" / "buffer" / package["relative_path"]
+    victim.write_bytes(tar.read_bytes())
+    tar.unlink()
+    tar.symlink_to(victim)
+    delete_at(ops_db, "cologne/buffer")
+    copy = ops_db.conn.execute(
+        "SELECT * FROM physical_copy WHERE raw_data_package_id = %s AND data_location_id = %s",
+        (package["id"], location_row(ops_db, "cologne/buffer")["id"]),
+    ).fetchone()
+    assert copy["status"] == "DELETION_FAILED" and "symbolic link" in copy["failure_reason"]
+    assert victim.exists() and tar.is_symlink()
 
 
 # -- property-based ---------------------------------------------------------------------
@@ -130,7 +220,7 @@ class World:
             self.sql(
                 "INSERT INTO raw_data_file (executed_obs_unit_id, instrument_module_id, source_location_id,"
                 " relative_path, size_bytes, checksum, raw_data_package_id) VALUES (%s, %s, %s, %s, 4, %s, %s)",
-                eou, module, self.loc["ccat/telescope_computer"]["id"], f"raw/p{index}/f.dat", "sha256:" + "0" * 64,
+                eou, module, self.loc["ccat/telescope_computer"]["id"], f"raw/p{index}/f.dat", DATA_CHECKSUM,
                 package,
             )  # fmt: skip
             age = spec["age_days"]
@@ -273,4 +363,5 @@ def test_deletion_never_breaks_the_safety_rules(world: World, specs: list[dict],
             continue
         location = world.loc[copy["location"]]
         files = deletion.copy_files(world.db, location, copy)
-        assert all(f.exists() == (copy["status"] != "DELETED") for f in files), copy
+        root = Path(location["root_path"])
+        assert all((root / f.relative).exists() == (copy["status"] != "DELETED") for f in files), copy

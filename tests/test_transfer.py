@@ -372,3 +372,19 @@ def test_relay_route_sends_through_the_intermediate_site(sites: Sites, tmp_path:
         )
     sizes = sum(sites.bundle_file("us", b).stat().st_size for b in {t["bundle"] for t in sites.transfers()})
     assert sites.network.received_bytes("us") - received_at_us >= sizes
+
+
+def test_a_link_in_the_destination_path_fails_the_transfer_at_once(sites: Sites, tmp_path: Path) -> None:
+    sites.make_bundles(observations=1)
+    transfer = primary_transfer(sites)
+    site = transfer["destination_site"]
+    outside = sites.data_root / site / "outside"  # inside the site's namespace view, outside its buffer
+    outside.mkdir(parents=True)
+    (sites.data_root / site / "buffer").mkdir(parents=True, exist_ok=True)
+    (sites.data_root / site / "buffer" / "data_transfer_packages").symlink_to(outside, target_is_directory=True)
+
+    result = sites.run("ccat", "send", str(transfer["id"]), check=False)
+    assert result.returncode != 0 and "symbolic link" in result.stderr
+    row = sites.db.fetch_one("data_transfer", id=transfer["id"])
+    assert row["status"] == "FAILED" and "goes through a symbolic link" in row["failure_reason"]
+    assert list(outside.iterdir()) == []

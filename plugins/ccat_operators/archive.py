@@ -15,9 +15,14 @@ Uploads make the server verify what it stores:
 After the upload a HEAD checks size, the checksum metadata and the server's checksum.
 A try first HEADs the key: an object already verified is not uploaded again.
 
-Each try counts in ``long_term_archive_transfer.attempts``; a failed try goes back to
-PENDING, and after the third the transfer is FAILED with ``requires_intervention`` and
-is left alone until an operator clears it (``ccat archive clear``).
+A failed try goes back to PENDING. Only faults of the package itself count in
+``long_term_archive_transfer.attempts`` (its buffer copy does not match its checksum or
+is missing, the server refused its bytes); after the third the transfer is FAILED with
+``requires_intervention`` and is left alone until an operator clears it
+(``ccat archive clear``, which takes the transfer's lease first, so it never resets a
+try that is running). Faults of the storage - unreachable, credentials refused (403,
+InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied), overloaded - cost no package
+anything and stop the run at the first one.
 """
 
 from __future__ import annotations
@@ -107,7 +112,7 @@ def is_verified(found: dict[str, Any] | None, size: int, checksum: str, server_c
     """True if a HEAD result is the package: size, our checksum metadata, and the server's checksum."""
     if found is None:
         return False
-    if found["ContentLength"] != size or found.get("Metadata", {}).get(CHECKSUM_METADATA) != checksum:
+    if found.get("ContentLength") != size or (found.get("Metadata") or {}).get(CHECKSUM_METADATA) != checksum:
         return False
     return server_checksum is None or found.get("ChecksumSHA256") == server_checksum
 
@@ -207,23 +212,72 @@ def archive_pending(db: OpsDb, lta: dict[str, Any], client_factory: Callable = s
     return result
 
 
-STORAGE_WIDE_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ServiceUnavailable", "SlowDown"}
+@dataclass
+class ClearResult:
+    cleared: list[int] = field(default_factory=list)
+    busy: list[int] = field(default_factory=list)
+
+
+def clear_intervention(db: OpsDb, transfer_id: int | None = None) -> ClearResult:
+    """Let transfers that needed an operator be tried again (all, or one), leaving live work alone.
+
+    Each transfer's lease is taken first: one whose try is still running on a worker is
+    reported ``busy`` and not touched.
+    """
+    result = ClearResult()
+    for row in db.fetch_all("archive_transfers_needing_intervention"):
+        if transfer_id is not None and row["id"] != transfer_id:
+            continue
+        with db.lease(ARCHIVE_KIND, row["id"]) as mine:
+            if not mine:
+                result.busy.append(row["id"])
+            elif db.fetch_value("clear_archive_intervention", id=row["id"]) is not None:
+                result.cleared.append(row["id"])
+    return result
+
+
+#: Answers that mean the storage (or our access to it) is failing, whatever the package.
+STORAGE_WIDE_CODES = frozenset({
+    "403", "Forbidden", "AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired", "RequestTimeTooSkewed",
+    "NoSuchBucket", "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+})  # fmt: skip
+#: Answers that mean the server refused this package's bytes (they did not match their checksum).
+PACKAGE_FAULT_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+
+
+def _error_code(error: BaseException) -> str | None:
+    from botocore.exceptions import ClientError
+
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code"))
+    return None
 
 
 def storage_wide(error: BaseException) -> bool:
-    """True for failures of the storage rather than of one package (unreachable, credentials)."""
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+    """True for failures of the storage rather than of one package (unreachable, credentials refused)."""
+    from botocore.exceptions import ConnectionError, HTTPClientError, NoCredentialsError
 
-    if isinstance(error, ClientError):
-        return error.response.get("Error", {}).get("Code") in STORAGE_WIDE_CODES
-    return isinstance(error, (ConnectionError, HTTPClientError))
+    if _error_code(error) in STORAGE_WIDE_CODES:
+        return True
+    return isinstance(error, (ConnectionError, HTTPClientError, NoCredentialsError))
+
+
+def package_fault(error: BaseException) -> bool:
+    """True for failures that are the package's own: they count against its attempts.
+
+    Its buffer copy does not match its checksum or is missing, or the server refused its
+    bytes. Anything else (the storage, the network, a killed worker) costs it nothing.
+    """
+    if isinstance(error, (ArchiveVerificationError, FileNotFoundError, IsADirectoryError)):
+        return True
+    return _error_code(error) in PACKAGE_FAULT_CODES
 
 
 def _archive_one(db: OpsDb, transfer_id: int, client, result: ArchiveResult) -> None:
     transfer = db.fetch_one("long_term_archive_transfer", id=transfer_id)
     if not db.start("long_term_archive_transfer", transfer_id):
         return
-    attempt = db.fetch_value("start_archive_attempt", id=transfer_id)
     key = object_key(transfer["s3_prefix"], transfer["relative_path"])
     try:
         found = head(client, transfer["s3_bucket"], key)
@@ -244,12 +298,7 @@ def _archive_one(db: OpsDb, transfer_id: int, client, result: ArchiveResult) -> 
                 time.monotonic() - started,
             )  # fmt: skip
     except Exception as error:
-        gave_up = attempt >= MAX_ATTEMPTS
-        new = Status.FAILED if gave_up else Status.PENDING
-        db.transition("long_term_archive_transfer", transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
-        if gave_up:
-            result.needs_intervention.append(transfer["package"])
-            log.error("archive of %s failed %d times: needs an operator (%s)", transfer["package"], attempt, error)
+        _record_failure(db, transfer, error, result)
         raise
     with db.transaction():
         db.fetch_value(
@@ -264,3 +313,18 @@ def _archive_one(db: OpsDb, transfer_id: int, client, result: ArchiveResult) -> 
         db.fetch_value("mark_package_archived", id=transfer["raw_data_package_id"])
     log.info("archived %s to s3://%s/%s", transfer["package"], transfer["s3_bucket"], key)
     result.completed.append(transfer["package"])
+
+
+def _record_failure(db: OpsDb, transfer: dict[str, Any], error: Exception, result: ArchiveResult) -> None:
+    """Back to PENDING, or FAILED after ``MAX_ATTEMPTS`` faults of the package itself."""
+    table, transfer_id = "long_term_archive_transfer", transfer["id"]
+    if not package_fault(error):
+        db.transition(table, transfer_id, Status.IN_PROGRESS, Status.PENDING, f"not counted (storage): {error}")
+        return
+    attempt = db.fetch_value("count_archive_failure", id=transfer_id)
+    gave_up = attempt >= MAX_ATTEMPTS
+    new = Status.FAILED if gave_up else Status.PENDING
+    db.transition(table, transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
+    if gave_up:
+        result.needs_intervention.append(transfer["package"])
+        log.error("archive of %s failed %d times: needs an operator (%s)", transfer["package"], attempt, error)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import checksums, metrics
+from ccat_operators import checksums, metrics, safefs
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.packaging import WriteResult, reclaim_abandoned
 from ccat_operators.states import Status
@@ -139,6 +139,7 @@ def _write_claimed(db: OpsDb, bundle_id: int, result: WriteResult) -> None:
                 size=p["size_bytes"],
                 checksum_algorithm=checksums.parse(p["checksum"])[0],
                 expected_checksum=p["checksum"],
+                root=root,
             )
             for p in db.fetch_all("packages_of_bundle", bundle_id=bundle_id)
         ]
@@ -146,9 +147,10 @@ def _write_claimed(db: OpsDb, bundle_id: int, result: WriteResult) -> None:
         path = bundle_path(bundle["name"])
         started = time.monotonic()
         try:
-            archive = write_archive(root / path, members, algorithm)
-        except MemberChangedError as error:
-            reason = f"package tar in buffer changed or missing: {error}"
+            archive = write_archive(root, path, members, algorithm)
+        except (MemberChangedError, safefs.UnsafePathError) as error:
+            kind = "package tar in buffer changed or missing" if isinstance(error, MemberChangedError) else "refused"
+            reason = f"{kind}: {error}"
             db.transition("data_transfer_package", bundle_id, Status.IN_PROGRESS, Status.FAILED, reason)
             log.error("bundle %s FAILED: %s", bundle["name"], reason)
             result.failed[bundle["name"]] = reason

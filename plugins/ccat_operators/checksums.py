@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import xxhash
 
@@ -45,12 +45,17 @@ def parse(checksum: str) -> tuple[str, str]:
     return algorithm, digest
 
 
-def file_checksum(path: Path, algorithm: str = DEFAULT_ALGORITHM) -> str:
-    """Return ``algorithm:hex`` of a file's bytes, read in 1 MiB blocks."""
+def stream_checksum(stream: BinaryIO, algorithm: str = DEFAULT_ALGORITHM) -> str:
+    """Return ``algorithm:hex`` of everything left in a binary stream, read in 1 MiB blocks."""
     hasher = new_hasher(algorithm)
     buffer = bytearray(READ_SIZE)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as stream:
-        while read := stream.readinto(buffer):
-            hasher.update(view[:read])
+    while read := stream.readinto(buffer):
+        hasher.update(view[:read])
     return f"{algorithm}:{hasher.hexdigest()}"
+
+
+def file_checksum(path: Path, algorithm: str = DEFAULT_ALGORITHM) -> str:
+    """Return ``algorithm:hex`` of a file's bytes, read in 1 MiB blocks."""
+    with open(path, "rb", buffering=0) as stream:
+        return stream_checksum(stream, algorithm)

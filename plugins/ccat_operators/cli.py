@@ -1,9 +1,13 @@
 """The ``ccat`` command: ops-db migrations, topology, queues, filing, a dev database.
 
 Every subcommand that needs ops-db takes ``--db URL``, defaulting to the environment
-(``CCAT_OPS_DB_URL``, else ``AIRFLOW_CONN_CCAT_OPS_DB``). Errors print one clear
-message to stderr and exit 1; nothing half-done is left behind (each command is a
-single transaction).
+(``CCAT_OPS_DB_URL``, else ``AIRFLOW_CONN_CCAT_OPS_DB``); the URL must be
+``postgresql://`` (or ``postgres://``) and is checked before connecting. A server that
+does not answer is given up on after ``CCAT_DB_CONNECT_TIMEOUT`` seconds (default 10).
+
+An error that is the user's input or environment (:data:`USER_ERRORS`) prints one line,
+``ccat: error: <message>``, to stderr and exits 1; argparse's usage errors exit 2.
+Nothing half-done is left behind: each command is a single transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import psycopg
 
 from ccat_operators import filing, migrations, queues, roles, topology
 from ccat_operators.devdb import LocalPostgres
-from ccat_operators.opsdb import OpsDb
+from ccat_operators.opsdb import OpsDb, OpsDbConfigError, check_url
 from ccat_operators.paths import default_topology_file
 from ccat_operators.progress import byte_progress
 from ccat_operators.routing import transfer_pool
@@ -30,7 +34,18 @@ DEFAULT_DEVDB_PORT = 54329
 
 
 def _db(args: argparse.Namespace) -> OpsDb:
-    return OpsDb.connect(args.db)
+    return OpsDb.connect(check_url(args.db, source="--db") if args.db else None)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
@@ -83,11 +98,15 @@ def cmd_archive_pending_intervention(args: argparse.Namespace) -> None:
 
 
 def cmd_archive_clear(args: argparse.Namespace) -> None:
+    from ccat_operators import archive
+
     with _db(args) as db:
-        cleared = db.fetch_all("clear_archive_intervention", id=args.id)
-    if args.id is not None and not cleared:
+        result = archive.clear_intervention(db, args.id)
+    if args.id is not None and not result.cleared and not result.busy:
         raise LookupError(f"archive transfer {args.id} does not need intervention")
-    print(f"cleared {len(cleared)} archive transfer(s): they will be tried again")
+    for busy in result.busy:
+        print(f"archive transfer {busy} is being tried by a worker right now: left alone")
+    print(f"cleared {len(result.cleared)} archive transfer(s): they will be tried again")
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -103,16 +122,41 @@ def cmd_pools(args: argparse.Namespace) -> None:
 
 
 def cmd_file(args: argparse.Namespace) -> None:
-    with _db(args) as db:
-        for manifest in args.manifests:
-            observation = filing.load_manifest(Path(manifest))
-            total = filing.bytes_on_disk(db, observation)
-            with byte_progress(f"hashing {Path(manifest).name}", total, shown=args.progress) as advance:
-                result = filing.file_observation(db, observation, progress=advance)
-            print(
-                f"{manifest}: executed_obs_unit {result.executed_obs_unit_id}: "
-                f"{result.new_files} new file(s), {result.already_filed} already filed"
-            )
+    observations = _load_manifests(args.manifests)
+    results = []
+    with _db(args) as db, db.transaction():
+        for manifest, observation in observations:
+            results.append((manifest, _file_manifest(db, manifest, observation, args.progress)))
+    for manifest, result in results:
+        print(
+            f"{manifest}: executed_obs_unit {result.executed_obs_unit_id}: "
+            f"{result.new_files} new file(s), {result.already_filed} already filed"
+        )
+
+
+def _load_manifests(manifests: Sequence[str]) -> list[tuple[str, filing.Observation]]:
+    """Parse and check every manifest before anything is hashed; one FilingError lists every problem."""
+    loaded, problems = [], []
+    for manifest in manifests:
+        try:
+            loaded.append((manifest, filing.load_manifest(Path(manifest))))
+        except filing.FilingError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise filing.FilingError(problems)
+    return loaded
+
+
+def _file_manifest(
+    db: OpsDb, manifest: str, observation: filing.Observation, progress: bool | None
+) -> filing.FilingResult:
+    """File one manifest's observation; its problems are prefixed with the manifest's name."""
+    try:
+        total = filing.bytes_on_disk(db, observation)
+        with byte_progress(f"hashing {Path(manifest).name}", total, shown=progress) as advance:
+            return filing.file_observation(db, observation, progress=advance)
+    except filing.FilingError as error:
+        raise filing.FilingError([f"{manifest}: {problem}" for problem in error.problems]) from error
 
 
 def cmd_auth_sync(args: argparse.Namespace) -> None:
@@ -194,12 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(archive_commands, "needs-intervention", cmd_archive_pending_intervention,
         "list archive transfers that failed 3 times")  # fmt: skip
     clear = add(archive_commands, "clear", cmd_archive_clear, "let failed archive transfers be tried again")
-    clear.add_argument("--id", type=int, help="only this transfer (default: all needing intervention)")
+    clear.add_argument("--id", type=_positive_int, help="only this transfer (default: all needing intervention)")
 
     status_parser = add(
         commands, "status", cmd_status, "counts per stage and state, what waits, what needs an operator"
     )
-    status_parser.add_argument("--observations", type=int, default=20, help="unfinished observations to show")
+    status_parser.add_argument(
+        "--observations", type=_positive_int, default=20, help="unfinished observations to show (default 20)"
+    )
 
     pools_parser = add(
         commands,
@@ -209,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         db=False,
     )
     pools_parser.add_argument("--topology", default=str(default_topology_file()), help="topology file")
-    pools_parser.add_argument("--slots", type=int, default=4, help="parallel transfers per route (default 4)")
+    pools_parser.add_argument("--slots", type=_positive_int, default=4, help="parallel transfers per route (default 4)")
 
     file_parser = add(commands, "file", cmd_file, "file observations from YAML/JSON manifests")
     file_parser.add_argument("manifests", nargs="+", metavar="MANIFEST")
@@ -238,16 +284,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Errors that are the user's input or environment, reported without a traceback.
+#: Errors that are the user's input or environment, reported as one line without a traceback.
 USER_ERRORS = (
     filing.FilingError,
     topology.TopologyError,
     roles.RolesError,
     migrations.MigrationError,
+    OpsDbConfigError,
     LookupError,
-    FileNotFoundError,
-    psycopg.OperationalError,
+    OSError,
+    psycopg.OperationalError,  # unreachable, timed out, no such database, wrong password
+    psycopg.errors.UndefinedTable,  # a database that was never migrated
+    psycopg.errors.InsufficientPrivilege,
 )
+
+#: LookupErrors that are bugs in ccat, not the user's doing: they keep their traceback.
+BUGS = (KeyError, IndexError)
+
+
+def user_message(error: BaseException) -> str:
+    """The one-line message of a user error; a list of problems is joined with "; "."""
+    if isinstance(error, filing.FilingError):
+        text = "filing refused, nothing recorded: " + "; ".join(error.problems)
+    elif isinstance(error, topology.TopologyError):
+        text = "; ".join(f"{error.source}: {problem}" for problem in error.problems)
+    elif isinstance(error, psycopg.errors.UndefinedTable):
+        text = f"ops-db: {error.diag.message_primary}: is its schema migrated? run `ccat db upgrade`"
+    elif isinstance(error, psycopg.Error):
+        text = f"ops-db: {error.diag.message_primary or error}"
+    else:
+        text = str(error)
+    return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except USER_ERRORS as error:
-        print(f"ccat: error: {error}", file=sys.stderr)
+        if isinstance(error, BUGS):
+            raise
+        print(f"ccat: error: {user_message(error)}", file=sys.stderr)
         return 1
     return 0
 

@@ -7,6 +7,13 @@ if the second check fails the copy goes back to PRESENT/STAGED. Then the files g
 copy is DELETED (or DELETION_FAILED with the reason). Long-term archive copies are never
 deleted here, and nothing is deleted that is the last verified copy of a package.
 
+Storage is not trusted: before anything is removed, every file of the copy is checked
+under the copy's lease to be the very file that was recorded - inside the location's
+root, reached without links (an instrument's source tree may pass through links that
+stay inside its root), a regular file of the recorded size and, for raw files, the same
+inode and modification time as at filing or else the same checksum, re-read. If one file
+is not, nothing of the copy is deleted and it is DELETION_FAILED with the reason.
+
 A copy left DELETION_IN_PROGRESS by a worker that died is finished by the next run
 (deleting is idempotent: files already gone are fine).
 """
@@ -14,11 +21,13 @@ A copy left DELETION_IN_PROGRESS by a worker that died is finished by the next r
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccat_operators import checksums, safefs
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import LocationType, PhysicalCopyStatus
 
@@ -86,7 +95,7 @@ def _delete_one(db: OpsDb, location: dict[str, Any], copy: dict[str, Any], under
             )
     try:
         removed = _remove_files(db, location, copy)
-    except OSError as error:
+    except (OSError, DeletionRefusedError, safefs.UnsafePathError) as error:
         db.transition_copy(copy["id"], PhysicalCopyStatus.DELETION_IN_PROGRESS, PhysicalCopyStatus.DELETION_FAILED,
                            str(error))  # fmt: skip
         result.failed[copy["id"]] = str(error)
@@ -97,23 +106,80 @@ def _delete_one(db: OpsDb, location: dict[str, Any], copy: dict[str, Any], under
     log.info("deleted copy %s at %s (%d file(s))", copy["id"], location["name"], removed)
 
 
-def copy_files(db: OpsDb, location: dict[str, Any], copy: dict[str, Any]) -> list[Path]:
+class DeletionRefusedError(Exception):
+    """What stands at a copy's path is not what ops-db recorded there; nothing is deleted."""
+
+
+@dataclass(frozen=True)
+class CopyFile:
+    """One file of a copy: its path below the location root and what it must be to be deleted.
+
+    ``resolve_links``: an instrument's source tree may pass through links that stay
+    inside the root; the pipeline's own trees (buffers, staged jobs) may not.
+    ``checksum`` (with ``inode`` and ``mtime_ns`` from filing) identifies a raw file.
+    """
+
+    relative: str
+    size: int | None
+    resolve_links: bool = False
+    checksum: str | None = None
+    inode: int | None = None
+    mtime_ns: int | None = None
+
+
+def copy_files(db: OpsDb, location: dict[str, Any], copy: dict[str, Any]) -> list[CopyFile]:
     """The files that make up one copy at a disk location."""
-    root = Path(location["root_path"])
-    if copy["data_transfer_package_id"] is not None or location["location_type"] == LocationType.BUFFER:
-        return [root / copy["path"]]
+    if copy["data_transfer_package_id"] is not None:
+        return [CopyFile(copy["path"], copy.get("bundle_size"))]
+    if location["location_type"] == LocationType.BUFFER:
+        return [CopyFile(copy["path"], copy.get("package_size"))]
     files = db.fetch_all("files_of_package", package_id=copy["raw_data_package_id"])
     if location["location_type"] == LocationType.PROCESSING:
-        return [root / copy["path"] / f["relative_path"] for f in files]
-    return [root / f["relative_path"] for f in files]  # SOURCE: the raw files themselves
+        return [CopyFile(f"{copy['path']}/{f['relative_path']}", f["size_bytes"]) for f in files]
+    return [  # SOURCE: the raw files themselves, as filed
+        CopyFile(f["relative_path"], f["size_bytes"], True, f["checksum"],
+                 None if f["inode"] is None else int(f["inode"]), f["mtime_ns"])
+        for f in files
+    ]  # fmt: skip
 
 
 def _remove_files(db: OpsDb, location: dict[str, Any], copy: dict[str, Any]) -> int:
+    """Check every file of the copy, then delete them all; refuse the lot if one is not as recorded."""
+    root = Path(location["root_path"])
+    doomed = [found for file in copy_files(db, location, copy) if (found := _identify(root, file)) is not None]
     removed = 0
-    for path in copy_files(db, location, copy):
-        try:
-            path.unlink()
-            removed += 1
-        except FileNotFoundError:
-            log.warning("%s was already gone", path)
+    for real_root, relative, inode in doomed:
+        removed += safefs.unlink_file(real_root, relative, inode)
     return removed
+
+
+def _identify(root: Path, file: CopyFile) -> tuple[Path, str, int] | None:
+    """Where ``file`` is (root, path without links, inode), None if already gone.
+
+    Raises DeletionRefusedError if the path leaves the root, goes through a link, or
+    leads to something other than the recorded file.
+    """
+    relative = file.relative
+    try:
+        if file.resolve_links:
+            relative = safefs.resolve_within(root, file.relative)
+            root = Path(os.path.realpath(root))
+        found = safefs.regular_file(root, relative)
+    except safefs.UnsafePathError as error:
+        raise DeletionRefusedError(f"{error}; nothing deleted") from None
+    if found is None:
+        log.warning("%s was already gone", root / relative)
+        return None
+    if file.size is not None and found.st_size != file.size:
+        raise DeletionRefusedError(
+            f"{root / relative} is {found.st_size} bytes, recorded as {file.size}: "
+            "not the recorded file; nothing deleted"
+        )
+    if file.checksum is not None and (file.inode, file.mtime_ns) != (found.st_ino, found.st_mtime_ns):
+        with open(safefs.open_resolved(root, relative), "rb", buffering=0) as stream:
+            actual = checksums.stream_checksum(stream, checksums.parse(file.checksum)[0])
+        if actual != file.checksum:
+            raise DeletionRefusedError(
+                f"{root / relative} changed since it was filed ({actual}, filed as {file.checksum}); nothing deleted"
+            )
+    return root, relative, found.st_ino

@@ -9,18 +9,21 @@ recorded with different content is refused.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from ccat_operators import checksums
+from ccat_operators import checksums, safefs
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import LocationType, StorageType
+from ccat_operators.topology import _UniqueKeyLoader  # the topology file's duplicate-key refusal
 
 
 class FilingError(ValueError):
@@ -91,6 +94,8 @@ def file_observation(
             module_ids=[f["module_id"] for f in verified],
             sizes=[f["size"] for f in verified],
             checksums=[f["checksum"] for f in verified],
+            inodes=[f["inode"] for f in verified],
+            mtimes_ns=[f["mtime_ns"] for f in verified],
         )
         new_paths = {row["relative_path"] for row in inserted}
         _check_earlier_filings(db, location["id"], executed_obs_unit_id, verified, new_paths)
@@ -149,14 +154,6 @@ def _verify_files(
                 f"(known: {', '.join(sorted(modules))})"
             )
             continue
-        on_disk = root / raw.path
-        if on_disk.is_symlink() or not on_disk.is_file():
-            problems.append(f"{label}: not a regular file at {on_disk}")
-            continue
-        size = on_disk.stat().st_size
-        if raw.size is not None and raw.size != size:
-            problems.append(f"{label}: size on disk is {size}, filed as {raw.size}")
-            continue
         file_algorithm = algorithm
         if raw.checksum is not None:
             try:
@@ -164,16 +161,47 @@ def _verify_files(
             except ValueError as error:
                 problems.append(f"{label}: {error}")
                 continue
-        actual = checksums.file_checksum(on_disk, file_algorithm)
-        if progress is not None:
-            progress(size)
-        if raw.checksum is not None and raw.checksum != actual:
-            problems.append(f"{label}: checksum on disk is {actual}, filed as {raw.checksum}")
+        try:
+            found = _hash_within_root(root, raw.path, file_algorithm, raw.size)
+        except (OSError, safefs.UnsafePathError) as error:
+            problems.append(f"{label}: {_unreadable(error, root / raw.path)}")
             continue
-        verified.append({"path": raw.path, "module_id": modules[raw.module], "size": size, "checksum": actual})
+        if raw.size is not None and raw.size != found["size"]:
+            problems.append(f"{label}: size on disk is {found['size']}, filed as {raw.size}")
+            continue
+        if progress is not None:
+            progress(found["size"])
+        if raw.checksum is not None and raw.checksum != found["checksum"]:
+            problems.append(f"{label}: checksum on disk is {found['checksum']}, filed as {raw.checksum}")
+            continue
+        verified.append({"path": raw.path, "module_id": modules[raw.module], **found})
     if problems:
         raise FilingError(problems)
     return verified
+
+
+def _hash_within_root(root: Path, relative: str, algorithm: str, expected_size: int | None) -> dict[str, Any]:
+    """Size, checksum and identity (inode, mtime) of a raw file that must lie inside ``root``.
+
+    The path may pass through links that stay inside the root; its last component must
+    be a regular file, not a link. Raises UnsafePathError if it leaves the root. The file
+    is not hashed if its size is not ``expected_size`` (checksum None).
+    """
+    if (root / relative).is_symlink():
+        raise safefs.UnsafePathError(f"{root / relative} is a symbolic link, not the file itself")
+    with open(safefs.open_resolved(root, relative), "rb", buffering=0) as stream:
+        found = os.fstat(stream.fileno())
+        wanted = expected_size is None or expected_size == found.st_size
+        checksum = checksums.stream_checksum(stream, algorithm) if wanted else None
+    return {"size": found.st_size, "checksum": checksum, "inode": found.st_ino, "mtime_ns": found.st_mtime_ns}
+
+
+def _unreadable(error: OSError | safefs.UnsafePathError, path: Path) -> str:
+    if isinstance(error, safefs.UnsafePathError):
+        return str(error)
+    if isinstance(error, FileNotFoundError):
+        return f"not a regular file at {path} (no such file)"
+    return f"cannot read {path}: {error.strerror or error}"
 
 
 def _upsert_executed_obs_unit(db: OpsDb, observation: Observation) -> int:
@@ -227,51 +255,210 @@ def _check_earlier_filings(
         raise FilingError(problems)
 
 
+#: Keys of a filing manifest and of each entry of its ``files`` list (README, "Filing observations").
+MANIFEST_KEYS = ("location", "instrument", "program", "obs_unit", "start_time", "end_time", "files")
+MANIFEST_FILE_KEYS = ("path", "module", "size", "checksum")
+
+
 def observation_from_document(document: Any, source: str = "<manifest>") -> Observation:
-    """Build an Observation from a parsed filing manifest (see README, "Filing")."""
-    if not isinstance(document, dict):
-        raise FilingError([f"{source}: expected a mapping at the top level"])
-    problems = [
-        f"{source}: {key} is required"
-        for key in ("location", "instrument", "program", "obs_unit", "start_time", "files")
-        if not document.get(key)
-    ]
-    if problems:
-        raise FilingError(problems)
-    files = []
-    for index, entry in enumerate(document["files"]):
-        if not isinstance(entry, dict) or "path" not in entry or "module" not in entry:
-            raise FilingError([f"{source}: files[{index}] needs path and module"])
-        files.append(
-            RawFile(
-                path=str(entry["path"]),
-                module=str(entry["module"]),
-                size=entry.get("size"),
-                checksum=entry.get("checksum"),
+    """Build an Observation from a parsed filing manifest (see README, "Filing observations").
+
+    Raises FilingError naming every problem as ``source: key: message``: a missing,
+    unknown or mistyped key, a malformed checksum, a timestamp without a time zone, an
+    end_time before the start_time. Values are never coerced, so a module named 850
+    is written ``"850"``; whether the files exist is :func:`file_observation`'s check.
+    """
+    reader = _ManifestReader(source)
+    observation = reader.observation(document)
+    if observation is None:
+        raise FilingError(reader.problems)
+    return observation
+
+
+class _ManifestReader:
+    """Walks one manifest document, collecting every problem before giving up."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def refuse(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {key}: {message}")
+
+    def observation(self, document: Any) -> Observation | None:
+        """The Observation ``document`` describes, or None with ``problems`` saying why not."""
+        if not isinstance(document, dict):
+            self.problems.append(
+                f"{self.source}: expected a mapping of {', '.join(MANIFEST_KEYS)}, got {_shown(document)}"
             )
-        )
-    return Observation(
-        location=str(document["location"]),
-        instrument=str(document["instrument"]),
-        program=str(document["program"]),
-        obs_unit=str(document["obs_unit"]),
-        start_time=_timestamp(document["start_time"], "start_time", source),
-        end_time=_timestamp(document["end_time"], "end_time", source) if document.get("end_time") else None,
-        files=tuple(files),
-    )
+            return None
+        self.unknown_keys(document, MANIFEST_KEYS, "")
+        texts = {key: self.text(document, key) for key in ("location", "instrument", "program", "obs_unit")}
+        start_time = self.timestamp(document, "start_time", required=True)
+        end_time = self.timestamp(document, "end_time", required=False)
+        if start_time is not None and end_time is not None and end_time < start_time:
+            self.refuse("end_time", f"{end_time.isoformat()} is before start_time {start_time.isoformat()}")
+        files = self.files(document.get("files"))
+        if self.problems:
+            return None
+        return Observation(**texts, start_time=start_time, end_time=end_time, files=files)  # no problems: no None
 
+    def unknown_keys(self, mapping: dict, allowed: tuple[str, ...], where: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                guess = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean {guess[0]!r}? " if guess else ""
+                self.refuse(f"{where}{key}", f"unknown key ({hint}allowed: {', '.join(allowed)})")
 
-def _timestamp(value: Any, key: str, source: str) -> datetime:
-    if isinstance(value, datetime):
+    def text(self, mapping: dict, key: str, where: str = "") -> str | None:
+        value = mapping.get(key)
+        if value is None or value == "":
+            self.problems.append(f"{self.source}: {where}{key} is required")
+        elif not isinstance(value, str):
+            quote = " (write names that look like numbers in quotes)" if isinstance(value, int | float) else ""
+            self.refuse(f"{where}{key}", f"expected a string, got {_shown(value)}{quote}")
+        else:
+            return value
+        return None
+
+    def timestamp(self, mapping: dict, key: str, required: bool) -> datetime | None:
+        value = mapping.get(key)
+        if value is None:
+            if required:
+                self.problems.append(f"{self.source}: {key} is required")
+            return None
+        try:
+            return _timestamp(value)
+        except ValueError as error:
+            self.refuse(key, str(error))
+        return None
+
+    def files(self, value: Any) -> tuple[RawFile, ...]:
+        if value is None:
+            self.problems.append(f"{self.source}: files is required")
+            return ()
+        if not isinstance(value, list) or not value:
+            self.refuse("files", f"expected a list of at least one file, got {_shown(value)}")
+            return ()
+        files = []
+        for index, entry in enumerate(value):
+            where = f"files[{index}]"
+            if not isinstance(entry, dict):
+                self.refuse(where, f"expected a mapping of {', '.join(MANIFEST_FILE_KEYS)}, got {_shown(entry)}")
+                continue
+            self.unknown_keys(entry, MANIFEST_FILE_KEYS, f"{where}.")
+            path = self.text(entry, "path", f"{where}.")
+            module = self.text(entry, "module", f"{where}.")
+            size = self.size(entry.get("size"), f"{where}.size")
+            checksum = self.checksum(entry.get("checksum"), f"{where}.checksum")
+            if path is not None and module is not None:
+                files.append(RawFile(path=path, module=module, size=size, checksum=checksum))
+        return tuple(files)
+
+    def size(self, value: Any, key: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.refuse(key, f"expected a non-negative integer, got {_shown(value)}")
+            return None
         return value
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        raise FilingError([f"{source}: {key} {value!r} is not an ISO 8601 timestamp"]) from None
+
+    def checksum(self, value: Any, key: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.refuse(key, f"expected a string algorithm:hex (e.g. sha256:9f86d0…), got {_shown(value)}")
+            return None
+        try:
+            checksums.parse(value)
+        except ValueError as error:
+            self.refuse(key, str(error))
+            return None
+        return value
+
+
+def _timestamp(value: Any) -> datetime:
+    """``value`` as a time-zone-aware datetime; ValueError saying why it is not one."""
+    expected = "expected an ISO 8601 timestamp with a time zone (e.g. 2026-11-20T03:00:00Z)"
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{expected}, got {value!r}") from None
+    else:
+        raise ValueError(f"{expected}, got {_shown(value)}")
+    if parsed.utcoffset() is None:
+        raise ValueError(f"{expected}, got {parsed.isoformat()} without one")
+    return parsed
+
+
+def _shown(value: Any) -> str:
+    """A short description of a manifest value for an error message."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "…"
 
 
 def load_manifest(path: Path) -> Observation:
-    """Read a YAML or JSON filing manifest."""
-    text = path.read_text()
-    document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    """Read and validate a filing manifest: JSON if its name ends in ``.json``, else YAML.
+
+    Raises FilingError naming the file for anything wrong with it: unreadable, a
+    directory, not UTF-8, a syntax error or duplicate key (with its line), or any
+    problem :func:`observation_from_document` finds.
+    """
+    text = _manifest_text(path)
+    document = _parse_json_manifest(text, path) if path.suffix == ".json" else _parse_yaml_manifest(text, path)
     return observation_from_document(document, source=str(path))
+
+
+def _manifest_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise FilingError([f"{path}: cannot read the manifest: {error.strerror or error}"]) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise FilingError([f"{path}: line {line}: not UTF-8 text (byte 0x{data[error.start]:02x})"]) from None
+
+
+def _parse_yaml_manifest(text: str, path: Path) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = f"{error.problem} ({error.context})" if error.context else error.problem
+        raise FilingError([f"{path}: {where}not valid YAML: {what}"]) from None
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        raise FilingError([f"{path}: line {line}: not valid YAML: {error.reason}"]) from None
+
+
+def _parse_json_manifest(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_json_object)
+    except json.JSONDecodeError as error:
+        raise FilingError([f"{path}: line {error.lineno}, column {error.colno}: not valid JSON: {error.msg}"]) from None
+    except ValueError as error:  # a duplicate key, from _json_object
+        raise FilingError([f"{path}: not valid JSON: {error}"]) from None
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json would keep the last silently)."""
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise ValueError(f"duplicate key {key!r}")
+        mapping[key] = value
+    return mapping

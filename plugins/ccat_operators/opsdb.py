@@ -100,11 +100,12 @@ def dsn_from_environment() -> str:
 def check_url(url: str, source: str = "ops-db URL") -> str:
     """Return ``url`` if it is a ``postgresql://`` or ``postgres://`` URL libpq can parse.
 
-    Raises OpsDbConfigError naming ``source`` otherwise, before any connection is tried.
-    libpq's ``key=value`` strings are refused too: ops-db is configured as a URL
-    everywhere (``--db``, ``CCAT_OPS_DB_URL``, Airflow's connection URI).
+    libpq's own ``key=value`` connection strings (``host=... dbname=...``, what psycopg
+    reports as a connection's ``dsn``) are accepted too. Raises OpsDbConfigError naming
+    ``source`` otherwise, before any connection is tried.
     """
-    if not url.startswith(URL_SCHEMES):
+    keywords = "://" not in url and re.match(r"^\s*[a-z_]+\s*=", url) is not None
+    if not url.startswith(URL_SCHEMES) and not keywords:
         raise OpsDbConfigError(f"{source}: expected a postgresql://user@host:port/dbname URL, got {_described(url)}")
     try:
         timeout_from_conninfo(conninfo_to_dict(url))  # parses the URL and its connect_timeout

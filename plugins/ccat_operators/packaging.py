@@ -35,7 +35,7 @@ from itertools import groupby
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ccat_operators import checksums, metrics
+from ccat_operators import checksums, metrics, safefs
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import Status
 from ccat_operators.tarstream import Member, MemberChangedError, write_archive
@@ -190,8 +190,9 @@ def _write_claimed(db: OpsDb, package_id: int, result: WriteResult) -> None:
         files = db.fetch_all("files_of_package", package_id=package_id)
         try:
             written = _write_tar(db, package, files)
-        except MemberChangedError as error:
-            reason = f"source file changed or missing: {error}"
+        except (MemberChangedError, safefs.UnsafePathError) as error:
+            kind = "source file changed or missing" if isinstance(error, MemberChangedError) else "refused"
+            reason = f"{kind}: {error}"
             db.transition("raw_data_package", package_id, Status.IN_PROGRESS, Status.FAILED, reason)
             log.error("package %s FAILED: %s", package["name"], reason)
             result.failed[package["name"]] = reason
@@ -211,6 +212,7 @@ def _write_tar(db: OpsDb, package: dict[str, Any], files: list[dict[str, Any]]) 
             size=f["size_bytes"],
             checksum_algorithm=checksums.parse(f["checksum"])[0],
             expected_checksum=f["checksum"],
+            root=source_root,
         )
         for f in files
     ]
@@ -218,7 +220,7 @@ def _write_tar(db: OpsDb, package: dict[str, Any], files: list[dict[str, Any]]) 
     buffer = choose_buffer(db, package["site"], total)
     algorithm = buffer["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
     started = time.monotonic()
-    archive = write_archive(Path(buffer["root_path"]) / package["relative_path"], members, algorithm)
+    archive = write_archive(Path(buffer["root_path"]), package["relative_path"], members, algorithm)
     metrics.throughput(
         "packaging",
         {"site": package["site"], "location": buffer["name"], "checksum_algorithm": algorithm},

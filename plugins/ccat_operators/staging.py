@@ -23,13 +23,21 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import archive
+from ccat_operators import archive, safefs, unpacking
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import LocationType, Status
 from ccat_operators.units import parse_duration
-from ccat_operators.unpacking import BundleRefusedError, extract_verified
+from ccat_operators.unpacking import BundleRefusedError
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_RETENTION = "14d"
+#: Longest a scientist may ask to keep a staged copy.
+MAX_RETENTION = "520w"
+MAX_RETENTION_SECONDS = parse_duration(MAX_RETENTION)
+#: Largest id ops-db can hold (bigint).
+MAX_ID = 2**63 - 1
 
 
 class StagingRequestError(ValueError):
@@ -44,33 +52,39 @@ class StagingRequest:
     start: date | None = None
     end: date | None = None
     requested_by: str = "unknown"
-    retention: str = "14d"
+    retention: str = DEFAULT_RETENTION
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> StagingRequest:
-        """Build a request from the DAG's params, refusing incoherent combinations clearly."""
-        observations = tuple(sorted({int(i) for i in params.get("observations") or []}))
+        """Build a request from the DAG's params, refusing incoherent or out-of-range values clearly."""
+        observations = tuple(sorted({_observation_id(i) for i in params.get("observations") or []}))
         obs_unit = (params.get("obs_unit") or "").strip() or None
         if not observations and not obs_unit:
             raise StagingRequestError("name the observations: give observation ids, or an obs_unit (with dates)")
         if observations and obs_unit:
             raise StagingRequestError("give either observation ids or an obs_unit, not both")
-        start = date.fromisoformat(params["start_date"]) if params.get("start_date") else None
-        end = date.fromisoformat(params["end_date"]) if params.get("end_date") else None
+        start = _day(params.get("start_date"), "start_date")
+        end = _day(params.get("end_date"), "end_date")
         if start and end and end < start:
             raise StagingRequestError(f"end_date {end} is before start_date {start}")
+        retention = params.get("retention") or DEFAULT_RETENTION
         try:
-            parse_duration(params.get("retention") or "14d")
+            seconds = parse_duration(retention)
         except ValueError as error:
             raise StagingRequestError(f"retention: {error}") from None
+        if seconds > MAX_RETENTION_SECONDS:
+            raise StagingRequestError(f"retention: {retention!r} is longer than the maximum of {MAX_RETENTION}")
+        location = params.get("location")
+        if not isinstance(location, str) or "/" not in location:
+            raise StagingRequestError(f"location: {location!r} is not a site/location name")
         return cls(
-            location=params["location"],
+            location=location,
             observations=observations,
             obs_unit=obs_unit,
             start=start,
             end=end,
-            requested_by=params.get("requested_by") or "unknown",
-            retention=params.get("retention") or "14d",
+            requested_by=str(params.get("requested_by") or "unknown"),
+            retention=retention,
         )
 
     def key(self) -> dict[str, Any]:
@@ -86,6 +100,24 @@ class StagingRequest:
     def job_name(self) -> str:
         digest = hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()[:12]
         return f"staging_{digest}"
+
+
+def _observation_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise StagingRequestError(f"observations: {value!r} is not an observation id")
+    number = int(value)
+    if not 1 <= number <= MAX_ID:
+        raise StagingRequestError(f"observations: {number} is not an observation id (1 to {MAX_ID})")
+    return number
+
+
+def _day(value: Any, key: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise StagingRequestError(f"{key}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _midnight(day: date | None) -> datetime | None:
@@ -122,8 +154,9 @@ def create_job(db: OpsDb, request: StagingRequest) -> dict[str, Any]:
             retention_period=timedelta(seconds=parse_duration(request.retention)),
         )
         db.execute("add_staging_job_packages", job_id=job["id"], observation_ids=ids)
-    if not db.fetch_all("staging_job_packages", job_id=job["id"]):
-        raise StagingRequestError("the observations have no packaged data yet")
+        if not db.fetch_all("staging_job_packages", job_id=job["id"]):
+            # Raised inside the transaction: a refused request leaves no job behind.
+            raise StagingRequestError("the observations have no packaged data yet")
     return job
 
 
@@ -143,7 +176,13 @@ class StageResult:
 
 
 def stage_job(db: OpsDb, job_id: int, client_factory: Callable = archive.s3_client) -> StageResult:
-    """Stage every package of a job that is not staged yet; COMPLETED when all are."""
+    """Stage every package of a job that is not staged yet; COMPLETED when all are.
+
+    A package that cannot be staged (no verified archive copy yet, every copy refused,
+    a link in the target path) fails by itself and the others go on; the job is then
+    FAILED with the reasons. An error of the storage itself (S3 unreachable, disk full)
+    puts the job back to PENDING, with no ``.part`` left, and is raised for a retry.
+    """
     job = db.fetch_one("staging_job", id=job_id)
     result = StageResult(job["name"])
     location = db.fetch_one("data_location_by_id", id=job["destination_location_id"])
@@ -154,24 +193,35 @@ def stage_job(db: OpsDb, job_id: int, client_factory: Callable = archive.s3_clie
             result.already = [p["name"] for p in db.fetch_all("staging_job_packages", job_id=job_id)]
             return result
         db.start("staging_job", job_id, retry_failed=True)
-        job_root = Path(location["root_path"]) / job["name"]
-        for package in db.fetch_all("staging_job_packages", job_id=job_id):
-            if package["status"] == Status.COMPLETED:
-                result.already.append(package["name"])
-                continue
-            try:
-                _stage_package(db, job, package, location, job_root, client_factory)
-                result.staged.append(package["name"])
-            except (BundleRefusedError, StagingRequestError) as error:
-                result.failed[package["name"]] = str(error)
-                db.execute("set_staging_job_package_status", job_id=job_id, package_id=package["id"], status="FAILED")
-                log.error("staging %s: package %s: %s", job["name"], package["name"], error)
+        try:
+            _stage_packages(db, job, location, client_factory, result)
+        except BaseException as error:
+            db.transition(
+                "staging_job", job_id, Status.IN_PROGRESS, Status.PENDING, f"interrupted ({error}); will retry"
+            )
+            raise
         if result.failed:
             reason = "; ".join(f"{name}: {why}" for name, why in result.failed.items())
             db.transition("staging_job", job_id, Status.IN_PROGRESS, Status.FAILED, reason)
         else:
             db.transition("staging_job", job_id, Status.IN_PROGRESS, Status.COMPLETED)
     return result
+
+
+def _stage_packages(
+    db: OpsDb, job: dict[str, Any], location: dict[str, Any], client_factory: Callable, result: StageResult
+) -> None:
+    for package in db.fetch_all("staging_job_packages", job_id=job["id"]):
+        if package["status"] == Status.COMPLETED:
+            result.already.append(package["name"])
+            continue
+        try:
+            _stage_package(db, job, package, location, client_factory)
+            result.staged.append(package["name"])
+        except (BundleRefusedError, StagingRequestError, safefs.UnsafePathError) as error:
+            result.failed[package["name"]] = str(error)
+            db.execute("set_staging_job_package_status", job_id=job["id"], package_id=package["id"], status="FAILED")
+            log.error("staging %s: package %s: %s", job["name"], package["name"], error)
 
 
 class _ReadInto:
@@ -190,28 +240,59 @@ class _ReadInto:
 
 
 def _stage_package(
-    db: OpsDb, job: dict[str, Any], package: dict[str, Any], location: dict[str, Any], job_root: Path,
-    client_factory: Callable,
-) -> None:  # fmt: skip
+    db: OpsDb, job: dict[str, Any], package: dict[str, Any], location: dict[str, Any], client_factory: Callable
+) -> None:
+    """Stage one package from the first archive copy that verifies; refuse it if none does."""
     copies = db.fetch_all("archive_copies_of_package", package_id=package["id"], site_id=location["site_id"])
     if not copies:
         raise StagingRequestError(f"package {package['name']} has no verified archive copy yet")
-    source = copies[0]
     files = db.fetch_all("files_of_package", package_id=package["id"])
-    body = client_factory(source).get_object(Bucket=source["s3_bucket"], Key=source["path"])["Body"]
+    refusals = []
+    for source in copies:
+        try:
+            extracted = _fetch(client_factory(source), source, package, files, Path(location["root_path"]), job["name"])
+        except BundleRefusedError as error:
+            refusals.append(f"{source['site']}/{source['name']}: {error}")
+            log.error("staging %s: copy of %s at %s/%s refused: %s", job["name"], package["name"], source["site"],
+                      source["name"], error)  # fmt: skip
+            continue
+        try:
+            extracted.publish()
+        except safefs.UnsafePathError:
+            extracted.discard()
+            raise
+        with db.transaction():
+            db.fetch_value(
+                "upsert_staged_copy",
+                location_id=location["id"],
+                package_id=package["id"],
+                job_id=job["id"],
+                path=job["name"],
+                checksum=package["checksum"],
+            )
+            db.execute("set_staging_job_package_status", job_id=job["id"], package_id=package["id"], status="COMPLETED")
+        log.info("staged %s from %s/%s into %s/%s", package["name"], source["site"], source["name"],
+                 location["root_path"], job["name"])  # fmt: skip
+        return
+    raise BundleRefusedError("every archive copy was refused: " + "; ".join(refusals))
+
+
+def _fetch(client, source: dict[str, Any], package: dict[str, Any], files: list[dict[str, Any]], root: Path,
+           directory: str) -> unpacking.Extracted:  # fmt: skip
+    """Stream one archive copy into ``root/directory`` as verified ``.part`` files.
+
+    A copy missing from its bucket is a refusal of that copy (another may serve);
+    any other S3 error is the storage's and is raised.
+    """
+    from botocore.exceptions import ClientError
+
     try:
-        extracted = extract_verified(_ReadInto(body), package["checksum"], files, job_root)
+        body = client.get_object(Bucket=source["s3_bucket"], Key=source["path"])["Body"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            raise BundleRefusedError(f"s3://{source['s3_bucket']}/{source['path']} is missing") from None
+        raise
+    try:
+        return unpacking.extract_verified(_ReadInto(body), package["checksum"], files, root, directory)
     finally:
         body.close()
-    extracted.publish()
-    with db.transaction():
-        db.fetch_value(
-            "upsert_staged_copy",
-            location_id=location["id"],
-            package_id=package["id"],
-            job_id=job["id"],
-            path=job["name"],
-            checksum=package["checksum"],
-        )
-        db.execute("set_staging_job_package_status", job_id=job["id"], package_id=package["id"], status="COMPLETED")
-    log.info("staged %s from %s/%s into %s", package["name"], source["site"], source["name"], job_root)

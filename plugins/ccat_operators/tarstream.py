@@ -5,7 +5,7 @@ checksum and into the archive's checksum, and written out. The member hash runs 
 helper thread (hashlib and xxhash release the GIL on large buffers), so on two cores
 both checksums cost little more than one. The archive is written to ``<final>.part``
 and renamed to its final name only after it is complete and fsync'ed: a crash never
-leaves a partial archive at a final name.
+leaves a partial archive at a final name. No link below the storage root is followed.
 
 The output is a plain POSIX (pax) tar that ``tar xf`` reads.
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ccat_operators import safefs
 from ccat_operators.checksums import Hasher, new_hasher
 
 BLOCK = tarfile.BLOCKSIZE  # 512
@@ -40,6 +40,19 @@ class Member:
     size: int
     checksum_algorithm: str = "sha256"
     expected_checksum: str | None = None
+    #: The storage root ``source`` must stay inside (links leaving it are refused).
+    root: Path | None = None
+
+    def open(self) -> int:
+        """A read descriptor of the source; MemberChangedError if it is missing or leaves its root."""
+        try:
+            if self.root is None:
+                return os.open(self.source, os.O_RDONLY | os.O_CLOEXEC)
+            return safefs.open_resolved(self.root, self.source.relative_to(self.root).as_posix())
+        except FileNotFoundError:
+            raise MemberChangedError(f"{self.source}: missing") from None
+        except safefs.UnsafePathError as error:
+            raise MemberChangedError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -59,25 +72,7 @@ class WrittenArchive:
 
 def part_path(final: Path) -> Path:
     """The temporary name an archive is written under before the rename."""
-    return final.with_name(final.name + ".part")
-
-
-@contextmanager
-def _open_part(final: Path, durable: bool) -> Iterator[int]:
-    """Open ``final.part`` for writing (truncating leftovers of a crashed attempt)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(final)
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        yield fd
-    except BaseException:
-        os.close(fd)
-        part.unlink(missing_ok=True)
-        raise
-    else:
-        if durable:
-            os.fsync(fd)
-        os.close(fd)
+    return final.with_name(final.name + safefs.PART_SUFFIX)
 
 
 def _header(member: Member, stat: os.stat_result) -> bytes:
@@ -152,17 +147,20 @@ class _Sink:
 
 
 def write_archive(
-    final: Path, members: Iterable[Member], algorithm: str = "sha256", durable: bool = True
+    root: Path, relative: str, members: Iterable[Member], algorithm: str = "sha256", durable: bool = True
 ) -> WrittenArchive:
-    """Write ``members`` into the tar ``final`` and return its size and checksums.
+    """Write ``members`` into the tar ``root/relative`` and return its size and checksums.
 
-    With ``durable`` (the default) the data is fsync'ed before the rename.
+    The tar is written as ``relative.part`` below ``root`` without following any link
+    (see :mod:`ccat_operators.safefs`), fsync'ed with ``durable`` (the default), then
+    renamed.
 
-    Raises MemberChangedError (and leaves nothing at ``final`` or ``final.part``) if a
-    member is missing, or its size or checksum differs from what the Member expects.
+    Raises MemberChangedError (and leaves nothing at ``relative`` or ``relative.part``) if
+    a member is missing, or its size or checksum differs from what the Member expects;
+    UnsafePathError if the target path goes through a link.
     """
     written: list[WrittenMember] = []
-    with _open_part(final, durable) as fd:
+    with safefs.write_part(root, relative, durable) as fd:
         sink = _Sink(fd, algorithm)
         try:
             for member in members:
@@ -174,16 +172,12 @@ def write_archive(
             checksum = sink.archive_checksum()
         finally:
             sink.close()
-    part_path(final).rename(final)
-    return WrittenArchive(final, sink.offset, f"{algorithm}:{checksum}", tuple(written))
+    safefs.publish(root, relative)
+    return WrittenArchive(Path(root) / relative, sink.offset, f"{algorithm}:{checksum}", tuple(written))
 
 
 def _write_member(member: Member, sink: _Sink) -> WrittenMember:
-    try:
-        stream = open(member.source, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise MemberChangedError(f"{member.source}: missing") from None
-    with stream:
+    with open(member.open(), "rb", buffering=0) as stream:
         stat = os.fstat(stream.fileno())
         if stat.st_size != member.size:
             raise MemberChangedError(f"{member.source}: size on disk is {stat.st_size}, expected {member.size}")

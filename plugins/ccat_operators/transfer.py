@@ -11,6 +11,10 @@
    size and checksum *at the destination*, rename to the final name;
 5. record the bundle's copy at the destination and COMPLETED.
 
+Nothing is written through a link: the destination directory is checked (and created)
+below the destination root first, and a link there fails the transfer at once with the
+reason; the log file is opened without following links either.
+
 Every try writes a DataTransferLog row pointing at a log file with the command output.
 A failed try leaves the transfer PENDING for the next try, or FAILED (with the reason)
 when it was the last; a corrupt ``.part`` is removed so the next try starts clean.
@@ -21,10 +25,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ccat_operators import checksums, metrics
+from ccat_operators import checksums, metrics, safefs
 from ccat_operators.bundling import bundle_path
 from ccat_operators.hooks.transfer import TransferHook
 from ccat_operators.opsdb import OpsDb
@@ -76,15 +80,19 @@ def send_transfer(
         if not db.start("data_transfer", transfer_id, retry_failed=True):  # a cleared FAILED try goes again
             raise RuntimeError(f"transfer {transfer_id} could not be moved to IN_PROGRESS")
         attempt = db.fetch_value("start_transfer_attempt", id=transfer_id)
-        log_path = Path(transfer["origin_root"]) / LOG_DIRECTORY / f"transfer_{transfer_id}_attempt_{attempt}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_relative = f"{LOG_DIRECTORY}/transfer_{transfer_id}_attempt_{attempt}.log"
+        log_path = Path(transfer["origin_root"]) / log_relative
         db.fetch_value("insert_data_transfer_log", transfer_id=transfer_id, attempt=attempt, log_path=str(log_path))
         try:
-            with open(log_path, "a") as log_file:
+            with (
+                safefs.open_append(Path(transfer["origin_root"]), log_relative) as log_fd,
+                open(log_fd, "a", closefd=False) as log_file,
+            ):
                 outcome = _send_and_verify(db, transfer, hook_factory(transfer), log_file)
         except Exception as error:
             db.execute("finish_data_transfer_log", transfer_id=transfer_id, attempt=attempt, succeeded=False)
-            new = Status.FAILED if last_try else Status.PENDING
+            # A link in the destination path does not go away by retrying: fail at once.
+            new = Status.FAILED if last_try or isinstance(error, safefs.UnsafePathError) else Status.PENDING
             db.transition("data_transfer", transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
             log.error("transfer %s attempt %s failed (%s): %s; log %s", transfer_id, attempt, new, error, log_path)
             raise
@@ -99,6 +107,7 @@ def _send_and_verify(db: OpsDb, transfer: dict[str, Any], hook: TransferHook, lo
     algorithm, _ = checksums.parse(transfer["checksum"])
     outcome = "present"
     started = time.monotonic()
+    hook.guard(transfer["destination_root"], str(PurePosixPath(relative).parent), log_file)
     if not _verified(hook, final, transfer, algorithm, log_file):
         outcome = "sent"
         hook.send(Path(transfer["origin_root"]) / relative, part, log_file)

@@ -4,35 +4,58 @@ One streaming pass over the bundle tar: the bundle checksum is computed on the b
 they are read while each member (a RawDataPackage tar) is written to ``<path>.part``
 with its own checksum. Only when the bundle checksum and every package checksum match
 ops-db are the ``.part`` files renamed and PhysicalCopy rows recorded; otherwise every
-``.part`` of this try is removed.
+``.part`` of this try is removed, whatever stopped it.
 
-Members that are not plain files with safe relative names are refused: absolute paths,
-``..``, symbolic or hard links, devices and FIFOs, and names that are not packages of
-this bundle. A refused or corrupt bundle marks the unpack FAILED with the reason.
-Unpacking has its own status, so retrying it never re-transfers anything.
+The tar stream is not trusted. Every header is parsed by our own bounded reader: a pax
+record that does not parse, a pax header larger than ``MAX_PAX_HEADER``, a header with
+a bad checksum, a size that is not the recorded one, a stream that ends early - each is
+a refusal of that bundle (:class:`BundleRefusedError`), never an exception that escapes,
+and no header can make us allocate more than ``MAX_PAX_HEADER``. Members that are not
+plain files with safe relative names are refused: absolute paths, ``..``, symbolic or
+hard links, devices and FIFOs, and names that are not packages of this bundle. Files are
+written without following any link in the destination (:mod:`ccat_operators.safefs`).
+
+What a refusal leads to depends on whether the arrived file is the bundle that was sent:
+
+- it is not (its checksum differs from the recorded one, or it is missing): the copy
+  was damaged after it arrived. It is removed and the transfer goes back to PENDING, so
+  the next transfer run sends a fresh copy from the origin buffer (as FTS3 does on a
+  destination checksum mismatch), at most ``MAX_REDELIVERIES`` times; after that the
+  unpack is FAILED with the reason.
+- it is (the recorded bundle itself holds a member we will not extract), or a link
+  stands in the destination path: the unpack is FAILED with the reason at once.
+
+Either way the location carries on with its other bundles. Unpacking has its own status,
+so retrying it never re-transfers a good bundle.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import tarfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from ccat_operators import checksums
+from ccat_operators import checksums, safefs
 from ccat_operators.bundling import bundle_path
 from ccat_operators.opsdb import OpsDb
-from ccat_operators.states import Status
+from ccat_operators.states import PhysicalCopyStatus, Status
 from ccat_operators.tarstream import BLOCK as BLOCKSIZE
-from ccat_operators.tarstream import CHUNK, part_path
+from ccat_operators.tarstream import CHUNK
 
 log = logging.getLogger(__name__)
 
 UNPACK_KIND = "unpack"
 CLAIM_BATCH = 100
+#: Largest pax extended header we read; real ones (a path, a size) are a few hundred bytes.
+MAX_PAX_HEADER = 64 * 1024
+#: Fresh transfers of a bundle that arrived damaged before the unpack is FAILED.
+MAX_REDELIVERIES = 3
+_DECIMAL = re.compile(rb"^[0-9]{1,20}$")
 
 
 class BundleRefusedError(ValueError):
@@ -92,17 +115,35 @@ class _BundleReader:
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
-    """Parse a pax extended header (``"<len> key=value\\n"`` records)."""
+    """Parse a pax extended header (``"<len> key=value\\n"`` records); refuse anything malformed."""
     records, position = {}, 0
     while position < len(data) and data[position] != 0:
-        space = data.index(b" ", position)
+        space = data.find(b" ", position, position + 21)
+        if space < 0 or not _DECIMAL.match(data[position:space]):
+            raise BundleRefusedError(f"malformed pax header: no record length at byte {position}")
         length = int(data[position:space])
-        if length <= 0:
-            raise BundleRefusedError("malformed pax header")
-        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
+        end = position + length
+        if length <= space - position + 1 or end > len(data) or data[end - 1] != 0x0A:
+            raise BundleRefusedError(f"malformed pax header: record at byte {position} claims {length} bytes")
+        key, equals, value = data[space + 1 : end - 1].partition(b"=")
+        if not equals or not key:
+            raise BundleRefusedError(f"malformed pax header: record at byte {position} is not key=value")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        position += length
+        position = end
     return records
+
+
+def _pax_size(value: str) -> int:
+    if not _DECIMAL.match(value.encode("utf-8", "surrogateescape")):
+        raise BundleRefusedError(f"malformed pax header: size {value[:40]!r} is not a number")
+    return int(value)
+
+
+def _header(block: bytes) -> tarfile.TarInfo:
+    try:
+        return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except (tarfile.HeaderError, ValueError, OverflowError) as error:
+        raise BundleRefusedError(f"not a valid tar header: {error}") from None
 
 
 def _members(reader: _BundleReader):
@@ -112,11 +153,10 @@ def _members(reader: _BundleReader):
         block = reader.read_exact(BLOCKSIZE)
         if block == bytes(BLOCKSIZE):
             return
-        try:
-            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as error:
-            raise BundleRefusedError(f"not a valid tar header: {error}") from None
+        info = _header(block)
         if info.type == tarfile.XHDTYPE:
+            if not 0 <= info.size <= MAX_PAX_HEADER:
+                raise BundleRefusedError(f"pax header claims {info.size} bytes (at most {MAX_PAX_HEADER} accepted)")
             pax = _pax_records(reader.read_exact(info.size + (-info.size % BLOCKSIZE))[: info.size])
             continue
         if info.type not in (
@@ -133,7 +173,7 @@ def _members(reader: _BundleReader):
         info.name = pax.get("path", info.name)
         info.linkname = pax.get("linkpath", info.linkname)
         if "size" in pax:
-            info.size = int(pax["size"])
+            info.size = _pax_size(pax["size"])
         pax = {}
         yield info
 
@@ -156,13 +196,21 @@ def refusal(member: tarfile.TarInfo) -> str | None:
 
 @dataclass
 class Extracted:
-    parts: list[Path] = field(default_factory=list)
+    """Verified members written as ``.part`` files below ``root`` (paths relative to it)."""
+
+    root: Path
+    parts: list[str] = field(default_factory=list)
     packages: list[dict[str, Any]] = field(default_factory=list)
 
     def publish(self) -> None:
         """Rename every verified ``.part`` file to its final name."""
-        for part in self.parts:
-            part.rename(part.with_name(part.name.removesuffix(".part")))
+        for relative in self.parts:
+            safefs.publish(self.root, relative)
+
+    def discard(self) -> None:
+        """Remove every ``.part`` file of this try."""
+        for relative in self.parts:
+            safefs.discard(self.root, relative)
 
 
 def extract_bundle(
@@ -170,22 +218,30 @@ def extract_bundle(
 ) -> Extracted:
     """Extract and verify every package of a bundle file into ``root`` as ``.part`` files."""
     with open(bundle_file, "rb", buffering=0) as raw:
-        return extract_verified(raw, bundle_checksum, packages, root, durable)
+        return extract_verified(raw, bundle_checksum, packages, root, durable=durable)
 
 
 def extract_verified(
-    stream: BinaryIO, archive_checksum: str, members: list[dict[str, Any]], root: Path, durable: bool = True
+    stream: BinaryIO,
+    archive_checksum: str,
+    members: list[dict[str, Any]],
+    root: Path,
+    directory: str | None = None,
+    durable: bool = True,
 ) -> Extracted:
     """Extract a tar stream whose members must be exactly ``members``, verifying everything.
 
     ``members`` are rows with ``relative_path``, ``size_bytes`` and ``checksum`` (packages
-    of a bundle, or raw files of a package). Each is written to ``root/relative_path.part``
-    (fsync'ed if ``durable``). Raises BundleRefusedError, after removing every ``.part``
-    of this call, on an unsafe or unexpected member or any size or checksum mismatch.
+    of a bundle, or raw files of a package). Each is written to
+    ``root/directory/relative_path.part`` (fsync'ed if ``durable``) without following any
+    link below ``root``. Raises BundleRefusedError on an unsafe, malformed or unexpected
+    member or any size or checksum mismatch, UnsafePathError on a link in a target path;
+    on any error, every ``.part`` of this call is removed first.
     """
     expected = {m["relative_path"]: m for m in members}
-    extracted = Extracted()
+    extracted = Extracted(Path(root))
     algorithm, _ = checksums.parse(archive_checksum)
+    prefix = f"{directory}/" if directory else ""
     try:
         with ThreadPoolExecutor(1) as archive_pool, ThreadPoolExecutor(1) as member_pool:
             reader = _BundleReader(stream, algorithm, archive_pool, member_pool)
@@ -198,9 +254,9 @@ def extract_verified(
                     reason = f"member {member.name!r} appears twice"
                 if reason:
                     raise BundleRefusedError(reason)
-                target = part_path(root / member.name)
+                target = prefix + member.name
                 extracted.parts.append(target)
-                _extract_member(reader, member, target, expected[member.name], durable)
+                _extract_member(reader, member, extracted.root, target, expected[member.name], durable)
                 extracted.packages.append(expected[member.name])
                 done.add(member.name)
             actual = reader.checksum()
@@ -209,28 +265,21 @@ def extract_verified(
         missing = sorted(set(expected) - done)
         if missing:
             raise BundleRefusedError(f"archive lacks {', '.join(missing)}")
-    except BundleRefusedError:
-        for part in extracted.parts:
-            part.unlink(missing_ok=True)
+    except BaseException:
+        extracted.discard()
         raise
     return extracted
 
 
 def _extract_member(
-    reader: _BundleReader, member: tarfile.TarInfo, target: Path, package: dict[str, Any], durable: bool
+    reader: _BundleReader, member: tarfile.TarInfo, root: Path, target: str, package: dict[str, Any], durable: bool
 ) -> None:
     if member.size != package["size_bytes"]:
         raise BundleRefusedError(f"{member.name}: size {member.size}, expected {package['size_bytes']}")
     algorithm, _ = checksums.parse(package["checksum"])
     hasher = checksums.new_hasher(algorithm)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
+    with safefs.write_part(root, target, durable) as fd:
         reader.copy_to(fd, member.size, hasher)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
     reader.read_exact(-member.size % BLOCKSIZE)
     actual = f"{algorithm}:{hasher.hexdigest()}"
     if actual != package["checksum"]:
@@ -241,10 +290,16 @@ def _extract_member(
 class UnpackResult:
     completed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    redelivered: dict[str, str] = field(default_factory=dict)
 
 
 def unpack_arrived(db: OpsDb, location: dict[str, Any]) -> UnpackResult:
-    """Unpack every arrived bundle waiting at a destination buffer."""
+    """Unpack every arrived bundle waiting at a destination buffer.
+
+    A refused bundle fails (or is sent again) by itself; the others are unpacked. An
+    error of the storage itself (disk full, I/O error) puts the bundle back to PENDING
+    and is raised, so the task retries.
+    """
     result = UnpackResult()
     root = Path(location["root_path"])
     for row in db.fetch_all("claim_unpackable_transfers", location_id=location["id"], limit=CLAIM_BATCH):
@@ -266,18 +321,27 @@ def _unpack_one(db: OpsDb, transfer_id: int, root: Path, location: dict[str, Any
         return
     transfer = db.fetch_one("data_transfer", id=transfer_id)
     packages = db.fetch_all("packages_of_bundle_by_id", bundle_id=transfer["data_transfer_package_id"])
+    relative = bundle_path(transfer["bundle"])
     try:
-        extracted = extract_bundle(root / bundle_path(transfer["bundle"]), transfer["checksum"], packages, root)
+        extracted = extract_bundle(root / relative, transfer["checksum"], packages, root)
     except (BundleRefusedError, FileNotFoundError) as error:
-        reason = f"unpack refused: {error}"
-        db.transition_unpack(transfer_id, Status.IN_PROGRESS, Status.FAILED, reason)
-        log.error("bundle %s at %s: %s", transfer["bundle"], location["name"], reason)
-        result.failed[transfer["bundle"]] = reason
+        if _arrived_intact(root, relative, transfer["checksum"]):
+            _fail(db, transfer, location, f"unpack refused: {error}", result)
+        else:
+            _redeliver(db, transfer, location, root, f"arrived copy is damaged ({error})", result)
         return
-    except BaseException:
-        db.transition_unpack(transfer_id, Status.IN_PROGRESS, Status.PENDING, "interrupted; will retry")
+    except safefs.UnsafePathError as error:
+        _fail(db, transfer, location, f"unpack refused: {error}", result)
+        return
+    except BaseException as error:
+        db.transition_unpack(transfer_id, Status.IN_PROGRESS, Status.PENDING, f"interrupted ({error}); will retry")
         raise
-    extracted.publish()
+    try:
+        extracted.publish()
+    except safefs.UnsafePathError as error:
+        extracted.discard()
+        _fail(db, transfer, location, f"unpack refused: {error}", result)
+        return
     with db.transaction():
         for package in extracted.packages:
             db.fetch_value(
@@ -291,3 +355,56 @@ def _unpack_one(db: OpsDb, transfer_id: int, root: Path, location: dict[str, Any
             raise RuntimeError(f"unpack of transfer {transfer_id} left IN_PROGRESS while it ran")
     log.info("bundle %s: %d package(s) unpacked and verified", transfer["bundle"], len(extracted.packages))
     result.completed.append(transfer["bundle"])
+
+
+def _arrived_intact(root: Path, relative: str, checksum: str) -> bool:
+    """True if the arrived bundle file is byte for byte the bundle that was recorded and sent."""
+    try:
+        fd = safefs.open_resolved(root, relative)
+    except (FileNotFoundError, safefs.UnsafePathError):
+        return False
+    with open(fd, "rb", buffering=0) as stream:
+        return checksums.stream_checksum(stream, checksums.parse(checksum)[0]) == checksum
+
+
+def _fail(db: OpsDb, transfer: dict[str, Any], location: dict[str, Any], reason: str, result: UnpackResult) -> None:
+    db.transition_unpack(transfer["id"], Status.IN_PROGRESS, Status.FAILED, reason)
+    log.error("bundle %s at %s: %s", transfer["bundle"], location["name"], reason)
+    result.failed[transfer["bundle"]] = reason
+
+
+def _redeliver(
+    db: OpsDb, transfer: dict[str, Any], location: dict[str, Any], root: Path, reason: str, result: UnpackResult
+) -> None:
+    """Remove a damaged arrival and send the transfer again, or fail it after ``MAX_REDELIVERIES``."""
+    if transfer["redeliveries"] >= MAX_REDELIVERIES:
+        _fail(db, transfer, location, f"{reason}; already sent again {MAX_REDELIVERIES} times", result)
+        return
+    relative = bundle_path(transfer["bundle"])
+    with db.transaction():
+        copy = db.fetch_one(
+            "bundle_copy_at", bundle_id=transfer["data_transfer_package_id"], location_id=location["id"]
+        )
+        if copy is not None and copy["status"] == PhysicalCopyStatus.PRESENT:
+            for new in (PhysicalCopyStatus.DELETION_SCHEDULED, PhysicalCopyStatus.DELETION_IN_PROGRESS):
+                db.transition_copy(copy["id"], copy["status"], new)
+                copy["status"] = new
+            db.transition_copy(copy["id"], copy["status"], PhysicalCopyStatus.DELETED, reason)
+        attempt = db.fetch_value("redeliver_transfer", id=transfer["id"], reason=f"{reason}; sent again")
+        if attempt is None:
+            raise RuntimeError(f"transfer {transfer['id']} changed while its unpack was refused")
+        _remove_damaged(root, relative)
+    log.error("bundle %s at %s: %s; it will be sent again (%d of %d)", transfer["bundle"], location["name"], reason,
+              attempt, MAX_REDELIVERIES)  # fmt: skip
+    result.redelivered[transfer["bundle"]] = reason
+
+
+def _remove_damaged(root: Path, relative: str) -> None:
+    """Remove our damaged arrived file (a link planted at its name is removed as a link)."""
+    found = None
+    try:
+        found = safefs.regular_file(root, relative)
+    except safefs.UnsafePathError as error:
+        log.warning("damaged arrival not removed: %s", error)
+    if found is not None:
+        safefs.unlink_file(root, relative, found.st_ino)

@@ -1,7 +1,9 @@
--- An operator clears a transfer that needed intervention: count starts again.
+-- An operator clears one transfer that needed intervention: its count starts again.
+-- Run it holding the transfer's lease (archive.clear_intervention), so a try that is
+-- still running is never reset under its worker.
 UPDATE long_term_archive_transfer
 SET attempts = 0, status = 'PENDING', failure_reason = NULL, status_changed_at = now()
-WHERE status <> 'COMPLETED'
+WHERE id = %(id)s
+  AND status <> 'COMPLETED'
   AND requires_intervention
-  AND (%(id)s::bigint IS NULL OR id = %(id)s)
 RETURNING id;

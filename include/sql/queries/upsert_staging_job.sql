@@ -1,5 +1,6 @@
--- The same request (same observations, same location) is the same job.
+-- The same request (same observations, same location) is the same job. Asking again
+-- with another retention applies it to the job (and so to its staged copies).
 INSERT INTO staging_job (name, requested_by, destination_location_id, request, retention_period)
 VALUES (%(name)s, %(requested_by)s, %(location_id)s, %(request)s::jsonb, %(retention_period)s)
-ON CONFLICT (name) DO UPDATE SET requested_by = staging_job.requested_by
+ON CONFLICT (name) DO UPDATE SET retention_period = EXCLUDED.retention_period
 RETURNING *;

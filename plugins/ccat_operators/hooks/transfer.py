@@ -23,6 +23,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,9 +31,10 @@ from typing import IO, Any
 
 from airflow.sdk import BaseHook
 
-from ccat_operators import checksums
+from ccat_operators import checksums, safefs
 from ccat_operators.states import TransferMethod
 
+CHUNK = 1 << 20
 REMOTE_HASH_COMMANDS = {"sha256": ["sha256sum", "--"], "xxh3_128": ["xxhsum", "-H2", "--"]}
 
 
@@ -150,16 +152,33 @@ class TransferHook(BaseHook):
             raise TransferCommandError(f"{argv[0]} exited {result.returncode}: {result.stderr.strip()[-500:]}")
         return result
 
-    def send(self, source: Path, destination: str, log: IO[str]) -> None:
-        """Copy ``source`` to ``destination`` (creating directories), output to ``log``."""
+    def guard(self, root: str, relative_dir: str, log: IO[str] | None = None) -> None:
+        """Create ``root/relative_dir`` at the destination; refuse it if a link lies below ``root``.
+
+        Raises UnsafePathError if any component of ``relative_dir`` is (or resolves through)
+        a symbolic link: nothing is ever written through a link planted in a buffer.
+        """
         if self.method == TransferMethod.LOCAL:
-            Path(destination).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, destination)
+            with safefs.directory(Path(root), relative_dir, create=True):
+                return
+        safefs.parts_of(relative_dir)
+        target = f"{root.rstrip('/')}/{relative_dir}"
+        self._check_resolves_to_itself(root, target, log)
+        self._run(self.remote_argv(["mkdir", "-p", "--", target]), log)
+        self._check_resolves_to_itself(root, target, log)
+
+    def _check_resolves_to_itself(self, root: str, target: str, log: IO[str] | None) -> None:
+        output = self._run(self.remote_argv(["readlink", "-m", "--", root, target]), log).stdout.splitlines()
+        if len(output) != 2 or output[1] != f"{output[0].rstrip('/')}/{target[len(root.rstrip('/')) + 1 :]}":
+            raise safefs.UnsafePathError(f"{target} at the destination goes through a symbolic link; refusing it")
+
+    def send(self, source: Path, destination: str, log: IO[str]) -> None:
+        """Copy ``source`` to ``destination`` (in a directory :meth:`guard` created), output to ``log``."""
+        if self.method == TransferMethod.LOCAL:
+            _copy_without_links(source, destination)
             log.write(f"copied {source} -> {destination}\n")
             return
         self.validate()
-        if self.method == TransferMethod.BBCP:
-            self._run(self.remote_argv(["mkdir", "-p", str(Path(destination).parent)]), log)
         self._run(self.send_argv(source, destination), log)
 
     def size(self, path: str) -> int | None:
@@ -188,7 +207,7 @@ class TransferHook(BaseHook):
         if self.method == TransferMethod.LOCAL:
             os.replace(source, destination)
             return
-        self._run(self.remote_argv(["mv", "-f", "--", source, destination]))
+        self._run(self.remote_argv(["mv", "-fT", "--", source, destination]))
 
     def remove(self, path: str) -> None:
         """Delete one of our own temporary files at the destination (never data)."""
@@ -198,3 +217,14 @@ class TransferHook(BaseHook):
             Path(path).unlink(missing_ok=True)
             return
         self._run(self.remote_argv(["rm", "-f", "--", path]))
+
+
+def _copy_without_links(source: Path, destination: str) -> None:
+    """Copy into a fresh ``destination``: whatever stood there (a link included) is replaced, not written through."""
+    with suppress(FileNotFoundError):
+        os.unlink(destination)
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with open(source, "rb") as reader, open(fd, "wb") as writer:
+        shutil.copyfileobj(reader, writer, CHUNK)
+        writer.flush()
+        os.fsync(writer.fileno())

@@ -7,7 +7,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from ccat_operators import routing, transfer, unpacking
+from ccat_operators import routing, safefs, transfer, unpacking
 from ccat_operators.hooks.transfer import InvalidRouteError
 from ccat_operators.operators.base import LocationOperator
 
@@ -64,7 +64,7 @@ class SendTransferOperator(LocationOperator):
         last_try = context["ti"].try_number > self.retries
         try:
             outcome = transfer.send_transfer(self.hook.ops_db, int(self.transfer_id), last_try=last_try)
-        except InvalidRouteError as error:
+        except (InvalidRouteError, safefs.UnsafePathError) as error:
             raise AirflowFailException(str(error)) from error
         if outcome == "busy":
             raise AirflowSkipException(f"transfer {self.transfer_id} is being sent by another worker")
@@ -74,11 +74,14 @@ class SendTransferOperator(LocationOperator):
 class UnpackBundlesOperator(LocationOperator):
     """Unpack and verify every bundle that has arrived at a buffer.
 
-    Fails (no retry) if a bundle is refused or corrupt, after unpacking the others.
+    A bundle damaged after it arrived is sent again (logged, the task succeeds); one that
+    is refused fails the task (no retry), after the others were unpacked.
     """
 
     def execute(self, context: Context) -> dict[str, int]:
         result = unpacking.unpack_arrived(self.hook.ops_db, self.active_location())
+        for name, reason in result.redelivered.items():
+            self.log.warning("bundle %s will be sent again: %s", name, reason)
         if result.failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in result.failed.items())
             raise AirflowFailException(f"{len(result.failed)} bundle(s) not unpacked: {details}")

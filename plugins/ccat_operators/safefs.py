@@ -1,0 +1,234 @@
+"""Writing, reading and deleting under a storage root without following any link.
+
+What lies in storage is not trusted: a name, a directory or a ``<name>.part`` can be a
+symbolic link planted by anyone with write access, pointing anywhere. The root of a
+location comes from ops-db and is trusted (it may itself be a mount point reached
+through a link); everything *below* it is walked one component at a time from a
+directory file descriptor, each opened with ``O_NOFOLLOW``, so a link anywhere in a
+target path is refused with :class:`UnsafePathError` instead of being followed.
+
+- :func:`write_part` creates ``<name>.part`` afresh (``O_EXCL | O_NOFOLLOW``: whatever
+  stood at that name, link included, is removed as an entry, never written through),
+  creating missing directories one by one; :func:`publish` renames it to its final name
+  within the same directory; :func:`discard` removes it.
+- :func:`resolve_within` resolves a path that may legitimately pass through links (an
+  instrument's source tree) and refuses it if it leaves the root; :func:`open_resolved`
+  opens the resolved path by the same link-free walk.
+- :func:`regular_file` / :func:`unlink_file` look at and delete one regular file, and
+  refuse links, directories and devices.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path, PurePosixPath
+
+PART_SUFFIX = ".part"
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_LINK_ERRORS = (errno.ELOOP, errno.ENOTDIR)
+
+
+class UnsafePathError(Exception):
+    """A path below a storage root is unsafe to use: a link, not a directory, or outside the root."""
+
+
+def parts_of(relative: str) -> tuple[str, ...]:
+    """The components of a relative path, refusing absolute, empty, ``.`` and ``..`` parts."""
+    if not relative or "\x00" in relative:
+        raise UnsafePathError(f"{relative!r} is not a usable relative path")
+    path = PurePosixPath(relative)
+    if path.is_absolute():
+        raise UnsafePathError(f"{relative!r} is absolute; expected a path relative to the root")
+    parts = tuple(part for part in relative.split("/") if part)
+    if not parts or any(part in (".", "..") for part in parts):
+        raise UnsafePathError(f"{relative!r} contains '.' or '..' components")
+    return parts
+
+
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _open_below(root: Path, parts: tuple[str, ...], create: bool) -> int:
+    """Open the directory ``root/parts...`` without following a link below ``root``."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    walked = root
+    try:
+        for part in parts:
+            walked = walked / part
+            if create:
+                with suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                child = os.open(part, _DIRECTORY_FLAGS, dir_fd=fd)
+            except OSError as error:
+                if error.errno in _LINK_ERRORS and _is_link(fd, part):
+                    raise UnsafePathError(f"{walked} is a symbolic link; refusing to go through it") from None
+                raise
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def directory(root: Path, relative_dir: str | None, create: bool = False) -> Iterator[int]:
+    """A file descriptor of ``root/relative_dir`` reached without links (``None``: the root itself)."""
+    parts = parts_of(relative_dir) if relative_dir not in (None, "", ".") else ()
+    fd = _open_below(Path(root), parts, create)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _split(relative: str) -> tuple[str | None, str]:
+    parts = parts_of(relative)
+    return ("/".join(parts[:-1]) or None), parts[-1]
+
+
+def _remove_entry(dir_fd: int, name: str, where: Path) -> None:
+    """Remove the directory entry ``name`` itself (a file or a link), if there is one."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise UnsafePathError(f"{where} is a directory; expected a file") from None
+
+
+@contextmanager
+def write_part(root: Path, relative: str, durable: bool = True) -> Iterator[int]:
+    """Create ``root/relative.part`` afresh and yield a write descriptor to it.
+
+    Missing directories are created; a link anywhere below ``root`` is refused. On
+    success the file is fsync'ed (``durable``) and closed, still under its ``.part``
+    name (see :func:`publish`); on any error it is removed.
+    """
+    parent, name = _split(relative)
+    part = name + PART_SUFFIX
+    with directory(root, parent, create=True) as dir_fd:
+        _remove_entry(dir_fd, part, Path(root) / relative)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        try:
+            yield fd
+            if durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with suppress(FileNotFoundError):
+                os.unlink(part, dir_fd=dir_fd)
+            raise
+        os.close(fd)
+
+
+def publish(root: Path, relative: str) -> None:
+    """Rename ``root/relative.part`` to ``root/relative`` (replacing a file or link there, never a directory)."""
+    parent, name = _split(relative)
+    with directory(root, parent) as dir_fd:
+        try:
+            os.rename(name + PART_SUFFIX, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except IsADirectoryError:
+            raise UnsafePathError(f"{Path(root) / relative} is a directory; expected a file") from None
+
+
+def discard(root: Path, relative: str) -> None:
+    """Remove ``root/relative.part`` if it is there; a path that became unsafe holds nothing of ours."""
+    parent, name = _split(relative)
+    with suppress(FileNotFoundError, UnsafePathError), directory(root, parent) as dir_fd:
+        _remove_entry(dir_fd, name + PART_SUFFIX, Path(root) / relative)
+
+
+@contextmanager
+def open_append(root: Path, relative: str) -> Iterator[int]:
+    """An append descriptor to ``root/relative`` (created if missing), never through a link."""
+    parent, name = _split(relative)
+    with directory(root, parent, create=True) as dir_fd:
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=dir_fd)  # fmt: skip
+        except OSError as error:
+            if error.errno in _LINK_ERRORS and _is_link(dir_fd, name):
+                raise UnsafePathError(
+                    f"{Path(root) / relative} is a symbolic link; refusing to write through it"
+                ) from None
+            raise
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+
+def resolve_within(root: Path, relative: str) -> str:
+    """The path of ``root/relative`` with every link resolved, relative to the resolved root.
+
+    Raises UnsafePathError if the resolved location is not strictly inside the root.
+    """
+    parts_of(relative)
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(Path(root) / relative))
+    if real == real_root or real_root not in real.parents:
+        raise UnsafePathError(f"{Path(root) / relative} resolves to {real}, outside the root {real_root}")
+    return real.relative_to(real_root).as_posix()
+
+
+def _entry(dir_fd: int, name: str, where: Path) -> os.stat_result:
+    found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISLNK(found.st_mode):
+        raise UnsafePathError(f"{where} is a symbolic link")
+    if not stat.S_ISREG(found.st_mode):
+        raise UnsafePathError(f"{where} is not a regular file")
+    return found
+
+
+def regular_file(root: Path, relative: str) -> os.stat_result | None:
+    """``lstat`` of the regular file ``root/relative``, None if absent; links and the like are refused."""
+    parent, name = _split(relative)
+    try:
+        with directory(root, parent) as dir_fd:
+            return _entry(dir_fd, name, Path(root) / relative)
+    except FileNotFoundError:
+        return None
+
+
+def open_resolved(root: Path, relative: str) -> int:
+    """A read descriptor of ``root/relative``, resolved inside the root and opened without links.
+
+    Raises UnsafePathError if the path leaves the root or is not a regular file.
+    """
+    parent, name = _split(resolve_within(root, relative))
+    real_root = Path(os.path.realpath(root))
+    with directory(real_root, parent) as dir_fd:
+        _entry(dir_fd, name, Path(root) / relative)
+        try:
+            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as error:
+            if error.errno in _LINK_ERRORS and _is_link(dir_fd, name):
+                raise UnsafePathError(f"{Path(root) / relative} became a link while it was opened") from None
+            raise
+
+
+def unlink_file(root: Path, relative: str, inode: int) -> bool:
+    """Delete the regular file ``root/relative`` if it is still inode ``inode``; False if already gone.
+
+    Raises UnsafePathError for a link or non-regular entry, or a file replaced meanwhile.
+    """
+    parent, name = _split(relative)
+    try:
+        with directory(root, parent) as dir_fd:
+            found = _entry(dir_fd, name, Path(root) / relative)
+            if found.st_ino != inode:
+                raise UnsafePathError(f"{Path(root) / relative} was replaced while it was being deleted")
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
