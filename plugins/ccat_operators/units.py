@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 _SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGTP]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {
@@ -34,7 +35,9 @@ def parse_size(value: int | str) -> int:
     if match is None:
         raise ValueError(f"{value!r} is not a size (examples: 50GB, 512MiB, 1000000)")
     factor = _SIZE_FACTORS[(match["unit"] or "B").upper()]
-    return int(float(match["number"]) * factor)
+    # Exact arithmetic: ``1.15GB`` is 1150000000 bytes, and a huge number is a huge int
+    # (the caller bounds it) rather than a float overflow.
+    return int(Fraction(match["number"]) * factor)
 
 
 def parse_duration(value: int | str) -> int:
@@ -48,7 +51,7 @@ def parse_duration(value: int | str) -> int:
     match = _DURATION.match(str(value))
     if match is None:
         raise ValueError(f"{value!r} is not a duration (examples: 45s, 90m, 6h, 30d, 2w)")
-    return int(float(match["number"]) * _DURATION_FACTORS[match["unit"]])
+    return int(Fraction(match["number"]) * _DURATION_FACTORS[match["unit"]])
 
 
 def format_duration(seconds: int) -> str:
