@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,13 @@ def test_a_link_that_stays_inside_the_root_is_followed_and_the_file_identified(
     row = files_in_db(ops_db)["latest/scan.dat"]
     assert row["checksum"] == "sha256:" + hashlib.sha256(b"scan").hexdigest()
     assert (int(row["inode"]), row["mtime_ns"]) == (real.stat().st_ino, real.stat().st_mtime_ns)
+
+
+def test_end_before_start_is_refused_through_the_python_api_too(ops_db: OpsDb, source_root: Path) -> None:
+    write_file(source_root, "good.dat", b"good")
+    backwards = observation([RawFile("good.dat", "280GHz")])
+    backwards = dataclasses.replace(backwards, end_time=backwards.start_time - timedelta(minutes=1))
+    before = counts(ops_db)
+    with pytest.raises(FilingError, match="end_time .* is before start_time"):
+        filing.file_observation(ops_db, backwards)
+    assert counts(ops_db) == before

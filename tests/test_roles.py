@@ -28,10 +28,12 @@ def test_the_shipped_roles_file_is_valid() -> None:
         ("roles:\n  x: {include: Root}\n", "role 'x': include must be one of"),
         ("roles:\n  x: {permissions: [[can_read]]}\n", "role 'x': permission 0 must be [action, resource]"),
         ("roles:\n  x: {grants: []}\n", "role 'x': unknown keys ['grants']"),
+        ("roles: {x: [\n", "cannot read the roles file: while parsing"),
+        ("\udcff", "cannot read the roles file"),
     ],
 )
 def test_a_bad_roles_file_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "roles.yaml"
-    path.write_text(text)
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
     with pytest.raises(roles.RolesError, match=message.replace("[", r"\[").replace("]", r"\]")):
         roles.load(path)

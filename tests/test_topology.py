@@ -590,3 +590,12 @@ def test_reserved_task_ids_are_the_announce_tasks() -> None:
     from ccat_operators.assets import OUTPUT_OF_STAGE, announce_task_id
 
     assert {announce_task_id(stage) for stage in OUTPUT_OF_STAGE} == topology.RESERVED_TASK_IDS
+
+
+def test_the_readme_format_example_is_a_valid_topology() -> None:
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("```yaml\nobservatory:") + len("```yaml\n")
+    example = topology.loads(readme[start : readme.index("```", start)], source="README.md")
+    assert {location.key for location in example.locations} >= {"ccat/telescope_computer", "cologne/lta"}

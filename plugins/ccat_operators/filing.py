@@ -20,10 +20,9 @@ from typing import Any
 
 import yaml
 
-from ccat_operators import checksums, safefs
+from ccat_operators import checksums, safefs, yamldoc
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import LocationType, StorageType
-from ccat_operators.topology import _UniqueKeyLoader  # the topology file's duplicate-key refusal
 
 
 class FilingError(ValueError):
@@ -205,8 +204,11 @@ def _unreadable(error: OSError | safefs.UnsafePathError, path: Path) -> str:
 
 
 def _upsert_executed_obs_unit(db: OpsDb, observation: Observation) -> int:
-    if observation.start_time.tzinfo is None:
-        raise FilingError(["start_time must include a time zone (e.g. 2026-11-20T03:00:00Z)"])
+    if observation.start_time.tzinfo is None or (observation.end_time and observation.end_time.tzinfo is None):
+        raise FilingError(["start_time and end_time must include a time zone (e.g. 2026-11-20T03:00:00Z)"])
+    if observation.end_time is not None and observation.end_time < observation.start_time:
+        raise FilingError([f"end_time {observation.end_time.isoformat()} is before start_time "
+                           f"{observation.start_time.isoformat()}"])  # fmt: skip
     program_id = db.fetch_value("upsert_observing_program", name=observation.program)
     obs_unit_id = db.fetch_value("upsert_obs_unit", observing_program_id=program_id, name=observation.obs_unit)
     row = db.fetch_one(
@@ -434,7 +436,7 @@ def _manifest_text(path: Path) -> str:
 
 def _parse_yaml_manifest(text: str, path: Path) -> Any:
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yamldoc.load(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""

@@ -43,7 +43,10 @@ def default_roles_file() -> Path:
 def load(path: Path | None = None) -> list[RoleSpec]:
     """Read and validate a roles file; errors name the role and entry at fault."""
     path = path or default_roles_file()
-    document = yaml.safe_load(Path(path).read_text())
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise RolesError(f"{path}: cannot read the roles file: {' '.join(str(error).split())}") from None
     if not isinstance(document, dict) or not isinstance(document.get("roles"), dict):
         raise RolesError(f"{path}: expected a mapping with a 'roles' mapping")
     specs = []

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ccat_operators import yamldoc
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import LocationType, RouteType, StorageType, TransferMethod
 from ccat_operators.units import format_duration, parse_duration, parse_size
@@ -286,29 +287,6 @@ class Topology:
 # Loading ------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate mapping keys instead of keeping the last."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
-    mapping: dict = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            duplicate = key in mapping
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a mapping key must be a plain value, got {type(key).__name__}", key_node.start_mark
-            ) from None
-        if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load(path: str | Path) -> Topology:
     """Read and validate a topology file; raise TopologyError naming every bad key.
 
@@ -330,7 +308,7 @@ def load(path: str | Path) -> Topology:
 def loads(text: str, source: str = "<topology>") -> Topology:
     """Validate topology YAML text; ``source`` names it in error messages."""
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        document = yamldoc.load(text)
     except yaml.YAMLError as error:
         raise TopologyError(source, [f"not valid YAML: {error}"]) from None
     except RecursionError:
