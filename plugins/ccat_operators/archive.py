@@ -321,7 +321,7 @@ def _record_failure(db: OpsDb, transfer: dict[str, Any], error: Exception, resul
     if not package_fault(error):
         db.transition(table, transfer_id, Status.IN_PROGRESS, Status.PENDING, f"not counted (storage): {error}")
         return
-    attempt = db.fetch_value("count_archive_failure", id=transfer_id)
+    attempt = db.fetch_value("record_archive_failure", id=transfer_id)
     gave_up = attempt >= MAX_ATTEMPTS
     new = Status.FAILED if gave_up else Status.PENDING
     db.transition(table, transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
