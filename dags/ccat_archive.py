@@ -6,14 +6,12 @@ from datetime import timedelta
 
 from airflow.sdk import DAG
 
-from ccat_operators import topology
 from ccat_operators.assets import PACKAGES_UNPACKED, announcement_doc, hourly_or_when
+from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.archive import ArchivePackagesOperator
 from ccat_operators.operators.assets import announce_after_all
-from ccat_operators.paths import default_topology_file
-from ccat_operators.queues import Operation, queue_name
+from ccat_operators.queues import Operation
 from ccat_operators.retries import retry_policy
-from ccat_operators.states import LocationType
 
 DOC = """
 ### Long-term archive
@@ -35,7 +33,8 @@ their attempts) and the task retries with backoff. For transfers needing interve
 read `failure_reason`, fix the cause, then `ccat archive clear [--id N]` and clear the task.
 """
 
-TOPOLOGY = topology.load(default_topology_file())
+# Every active LONG_TERM_ARCHIVE location (an invalid topology file fails this file's import, naming the key).
+ARCHIVES = locations_serving(Operation.LONG_TERM_ARCHIVE_TRANSFER)
 
 with DAG(
     dag_id="ccat_archive",
@@ -46,12 +45,8 @@ with DAG(
     doc_md=DOC + announcement_doc("archive", starts="ccat_deletion"),
     default_args=retry_policy(2, timedelta(minutes=5)),
 ) as dag:
-    for location in TOPOLOGY.locations:
-        if location.type != LocationType.LONG_TERM_ARCHIVE or not location.active:
-            continue
+    for location, queue in ARCHIVES:
         ArchivePackagesOperator(
-            task_id=f"archive_to_{location.site}_{location.name}",
-            location=location.key,
-            queue=queue_name(location.site, location.name, Operation.LONG_TERM_ARCHIVE_TRANSFER),
+            task_id=f"archive_to_{location.site}_{location.name}", location=location.key, queue=queue
         )
     announce_after_all(dag, "archive")

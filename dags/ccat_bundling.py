@@ -6,14 +6,12 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, TaskGroup
 
-from ccat_operators import topology
 from ccat_operators.assets import PACKAGES_BUFFERED, announcement_doc, hourly_or_when
+from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.bundling import DataTransferPackagePlanOperator, DataTransferPackageWriteOperator
-from ccat_operators.paths import default_topology_file
-from ccat_operators.queues import Operation, queue_name
+from ccat_operators.queues import Operation
 from ccat_operators.retries import retry_policy
-from ccat_operators.states import LocationType
 
 DOC = """
 ### Bundling
@@ -34,7 +32,8 @@ For every active BUFFER location, on its `..._data_transfer_package_creation` qu
 Anything else can be cleared and re-run safely.
 """
 
-TOPOLOGY = topology.load(default_topology_file())
+# Every active BUFFER location (an invalid topology file fails this file's import, naming the key).
+BUFFERS = locations_serving(Operation.DATA_TRANSFER_PACKAGE_CREATION)
 
 with DAG(
     dag_id="ccat_bundling",
@@ -45,10 +44,7 @@ with DAG(
     doc_md=DOC + announcement_doc("bundling", starts="ccat_transfer"),
     default_args=retry_policy(3, timedelta(minutes=1)),
 ) as dag:
-    for location in TOPOLOGY.locations:
-        if location.type != LocationType.BUFFER or not location.active:
-            continue
-        queue = queue_name(location.site, location.name, Operation.DATA_TRANSFER_PACKAGE_CREATION)
+    for location, queue in BUFFERS:
         with TaskGroup(group_id=f"{location.site}_{location.name}", tooltip=f"bundling at {location.key}"):
             plan = DataTransferPackagePlanOperator(task_id="plan_bundles", location=location.key, queue=queue)
             write = DataTransferPackageWriteOperator(task_id="write_bundles", location=location.key, queue=queue)

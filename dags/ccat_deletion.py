@@ -6,11 +6,10 @@ from datetime import timedelta
 
 from airflow.sdk import DAG
 
-from ccat_operators import topology
 from ccat_operators.assets import PACKAGES_ARCHIVED, hourly_or_when
+from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.deletion import DeleteCopiesOperator
-from ccat_operators.paths import default_topology_file
-from ccat_operators.queues import OPERATIONS_BY_LOCATION_TYPE, Operation, queue_name
+from ccat_operators.queues import Operation
 from ccat_operators.retries import retry_policy
 
 DOC = """
@@ -40,7 +39,9 @@ Runs hourly, and at once when `ccat_archive` archived something (asset
 `ccat_packages_archived`): a verified archive copy is what lets buffer copies go.
 """
 
-TOPOLOGY = topology.load(default_topology_file())
+# Every active SOURCE, BUFFER and PROCESSING location (an invalid topology file fails this
+# file's import, naming the key: nothing is deleted while the file is broken).
+DELETING = locations_serving(Operation.DELETION)
 
 with DAG(
     dag_id="ccat_deletion",
@@ -51,11 +52,5 @@ with DAG(
     doc_md=DOC,
     default_args=retry_policy(1, timedelta(minutes=5), backoff=False),
 ):
-    for location in TOPOLOGY.locations:
-        if not location.active or Operation.DELETION not in OPERATIONS_BY_LOCATION_TYPE[location.type]:
-            continue
-        DeleteCopiesOperator(
-            task_id=f"delete_at_{location.site}_{location.name}",
-            location=location.key,
-            queue=queue_name(location.site, location.name, Operation.DELETION),
-        )
+    for location, queue in DELETING:
+        DeleteCopiesOperator(task_id=f"delete_at_{location.site}_{location.name}", location=location.key, queue=queue)

@@ -6,14 +6,12 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, TaskGroup
 
-from ccat_operators import topology
 from ccat_operators.assets import announcement_doc
+from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.packaging import RawDataPackagePlanOperator, RawDataPackageWriteOperator
-from ccat_operators.paths import default_topology_file
-from ccat_operators.queues import Operation, queue_name
+from ccat_operators.queues import Operation
 from ccat_operators.retries import retry_policy
-from ccat_operators.states import LocationType
 
 DOC = """
 ### Packaging
@@ -38,7 +36,8 @@ back to PENDING. Any other failure (database, disk full) can simply be cleared: 
 left half-done by a killed task is picked up again, never duplicated.
 """
 
-TOPOLOGY = topology.load(default_topology_file())
+# Every active SOURCE location (an invalid topology file fails this file's import, naming the key).
+SOURCES = locations_serving(Operation.RAW_DATA_PACKAGE_CREATION)
 
 with DAG(
     dag_id="ccat_packaging",
@@ -49,10 +48,7 @@ with DAG(
     doc_md=DOC + announcement_doc("packaging", starts="ccat_bundling"),
     default_args=retry_policy(3, timedelta(minutes=1)),
 ) as dag:
-    for location in TOPOLOGY.locations:
-        if location.type != LocationType.SOURCE or not location.active:
-            continue
-        queue = queue_name(location.site, location.name, Operation.RAW_DATA_PACKAGE_CREATION)
+    for location, queue in SOURCES:
         with TaskGroup(group_id=f"{location.site}_{location.name}", tooltip=f"packaging at {location.key}"):
             plan = RawDataPackagePlanOperator(task_id="plan_packages", location=location.key, queue=queue)
             write = RawDataPackageWriteOperator(task_id="write_packages", location=location.key, queue=queue)

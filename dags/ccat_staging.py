@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from ccat_operators import topology
+from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.staging import StageObservationsOperator
-from ccat_operators.paths import default_topology_file
-from ccat_operators.queues import Operation, queue_name
+from ccat_operators.queues import Operation
 from ccat_operators.staging import DEFAULT_RETENTION, MAX_ID, MAX_RETENTION
-from ccat_operators.states import LocationType
 
 DOC = """
 ### Stage data for processing
@@ -28,8 +26,9 @@ unit...). A package that cannot be staged yet (not archived) fails the job; trig
 again later.
 """
 
-TOPOLOGY = topology.load(default_topology_file())
-PROCESSING = [loc for loc in TOPOLOGY.locations if loc.type == LocationType.PROCESSING and loc.active]
+# Every active PROCESSING location, the form's choices (an invalid topology file fails this
+# file's import, naming the key).
+PROCESSING = locations_serving(Operation.STAGING)
 
 with DAG(
     dag_id="ccat_staging",
@@ -66,9 +65,9 @@ with DAG(
             description="Last day of observations of the obs unit (inclusive).",
         ),
         "location": Param(
-            PROCESSING[0].key if PROCESSING else "",
+            PROCESSING[0].location.key if PROCESSING else "",
             type="string",
-            enum=[loc.key for loc in PROCESSING],
+            enum=[loc.key for loc, _ in PROCESSING],
             title="Processing location",
             description="Where the data should appear.",
         ),
@@ -84,9 +83,7 @@ with DAG(
         ),
     },
 ):
-    for location in PROCESSING:
+    for location, queue in PROCESSING:
         StageObservationsOperator(
-            task_id=f"stage_to_{location.site}_{location.name}",
-            location=location.key,
-            queue=queue_name(location.site, location.name, Operation.STAGING),
+            task_id=f"stage_to_{location.site}_{location.name}", location=location.key, queue=queue
         )

@@ -6,15 +6,13 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, TaskGroup
 
-from ccat_operators import topology
 from ccat_operators.assets import BUNDLES_TRANSFERRED, BUNDLES_WRITTEN, announcement_doc, hourly_or_when
+from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import FindTransfersOperator, RouteBundlesOperator, SendTransferOperator
-from ccat_operators.paths import default_topology_file
-from ccat_operators.queues import Operation, queue_name
+from ccat_operators.queues import Operation
 from ccat_operators.retries import retry_policy
 from ccat_operators.routing import transfer_pool
-from ccat_operators.states import LocationType
 
 DOC = """
 ### Transfer
@@ -42,9 +40,9 @@ the destination already holds a verified copy. A route whose method cannot run (
 no `bbcp` binary) fails without retries and says so.
 """
 
-TOPOLOGY = topology.load(default_topology_file())
-BUFFERS = [loc for loc in TOPOLOGY.locations if loc.type == LocationType.BUFFER and loc.active]
-SITES_WITH_BUFFERS = sorted({loc.site for loc in BUFFERS})
+# Every active BUFFER location (an invalid topology file fails this file's import, naming the key).
+BUFFERS = locations_serving(Operation.DATA_TRANSFER)
+SITES_WITH_BUFFERS = sorted({origin.site for origin, _ in BUFFERS})  # a buffer sends and receives
 
 with DAG(
     dag_id="ccat_transfer",
@@ -55,8 +53,7 @@ with DAG(
     doc_md=DOC + announcement_doc("transfer", starts="ccat_unpacking (and ccat_transfer again, for secondary routes)"),
     default_args=retry_policy(4, timedelta(minutes=2), max_delay=timedelta(hours=1)),
 ) as dag:
-    for origin in BUFFERS:
-        queue = queue_name(origin.site, origin.name, Operation.DATA_TRANSFER)
+    for origin, queue in BUFFERS:
         with TaskGroup(group_id=f"{origin.site}_{origin.name}", tooltip=f"transfers from {origin.key}"):
             route = RouteBundlesOperator(task_id="route_bundles", location=origin.key, queue=queue)
             for destination in SITES_WITH_BUFFERS:

@@ -6,14 +6,12 @@ from datetime import timedelta
 
 from airflow.sdk import DAG
 
-from ccat_operators import topology
 from ccat_operators.assets import BUNDLES_TRANSFERRED, announcement_doc, hourly_or_when
+from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import UnpackBundlesOperator
-from ccat_operators.paths import default_topology_file
-from ccat_operators.queues import Operation, queue_name
+from ccat_operators.queues import Operation
 from ccat_operators.retries import retry_policy
-from ccat_operators.states import LocationType
 
 DOC = """
 ### Unpacking
@@ -41,7 +39,8 @@ interrupted unpack (disk full, worker lost) goes back to PENDING with no `.part`
 and is retried by clearing the task.
 """
 
-TOPOLOGY = topology.load(default_topology_file())
+# Every active BUFFER location (an invalid topology file fails this file's import, naming the key).
+BUFFERS = locations_serving(Operation.DATA_TRANSFER_UNPACKING)
 
 with DAG(
     dag_id="ccat_unpacking",
@@ -52,12 +51,8 @@ with DAG(
     doc_md=DOC + announcement_doc("unpacking", starts="ccat_archive"),
     default_args=retry_policy(3, timedelta(minutes=1)),
 ) as dag:
-    for location in TOPOLOGY.locations:
-        if location.type != LocationType.BUFFER or not location.active:
-            continue
+    for location, queue in BUFFERS:
         UnpackBundlesOperator(
-            task_id=f"unpack_bundles_at_{location.site}_{location.name}",
-            location=location.key,
-            queue=queue_name(location.site, location.name, Operation.DATA_TRANSFER_UNPACKING),
+            task_id=f"unpack_bundles_at_{location.site}_{location.name}", location=location.key, queue=queue
         )
     announce_after_all(dag, "unpacking")

@@ -6,11 +6,20 @@ import socket
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ccat_operators.opsdb import OpsDb
 from tests.conftest import EXAMPLE_TOPOLOGY, REPO
 
 pytestmark = pytest.mark.airflow
+
+#: DAGs that lay out their tasks per data location from the topology file.
+TOPOLOGY_DAGS = {
+    "ccat_packaging", "ccat_bundling", "ccat_transfer", "ccat_unpacking",
+    "ccat_archive", "ccat_staging", "ccat_deletion",
+}  # fmt: skip
+#: DAGs that load whatever the topology file holds.
+INDEPENDENT_DAGS = {"ccat_topology", "ccat_monitoring"}
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +47,7 @@ def test_dags_folder_parses_without_network_or_database(monkeypatch: pytest.Monk
     monkeypatch.setattr(socket, "create_connection", refuse)
     dagbag = load_dagbag()
     assert dagbag.import_errors == {}
-    assert "ccat_topology" in dagbag.dag_ids
-    for dag in dagbag.dags.values():
-        assert dag.doc_md, f"{dag.dag_id} has no doc_md"
-        assert "ccat" in dag.tags
+    assert set(dagbag.dag_ids) == TOPOLOGY_DAGS | INDEPENDENT_DAGS
 
 
 def test_topology_dag_migrates_and_applies(
@@ -124,10 +130,11 @@ def test_staging_form_refuses_bad_params_clearly(airflow_db, conf: dict, message
 
 def test_every_dag_is_documented_and_tagged() -> None:
     dagbag = load_dagbag()
-    expected = {"ccat_topology", "ccat_packaging", "ccat_bundling", "ccat_transfer", "ccat_unpacking"}
-    expected |= {"ccat_archive", "ccat_staging", "ccat_deletion"}
-    assert expected <= set(dagbag.dag_ids)
-    staging = dagbag.get_dag("ccat_staging")
+    assert set(dagbag.dag_ids) == TOPOLOGY_DAGS | INDEPENDENT_DAGS
+    for dag in dagbag.dags.values():
+        assert dag.doc_md, f"{dag.dag_id} has no doc_md"
+        assert "ccat" in dag.tags
+    staging = dagbag.dags["ccat_staging"]  # get_dag() would ask the metadata DB
     assert staging.params.get_param("location").schema["enum"] == ["cologne/ramses"]
 
 
@@ -171,3 +178,37 @@ def test_a_stage_publishes_its_asset_only_when_it_finished_work(
     bundling = dagbag.get_dag("ccat_bundling")
     assert isinstance(bundling.timetable, AssetOrTimeSchedule)
     assert bundling.timetable.asset_condition.uri == PACKAGES_BUFFERED.uri
+
+
+def test_an_invalid_topology_fails_the_dags_laid_out_from_it_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = yaml.safe_load(EXAMPLE_TOPOLOGY.read_text())
+    document["sites"]["cologne"]["locations"]["lta"]["type"] = "ARCHIVE"
+    topology_file = tmp_path / "topology.yaml"
+    topology_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setenv("CCAT_TOPOLOGY", str(topology_file))
+    at_fault = f"{topology_file}: sites.cologne.locations.lta.type: 'ARCHIVE' is not one of"
+
+    dagbag = load_dagbag()
+    # One import error per DAG file that lays out per location, each naming the file and key ...
+    assert {Path(path).stem for path in dagbag.import_errors} == TOPOLOGY_DAGS
+    for path, message in dagbag.import_errors.items():
+        assert at_fault in message, path
+    # ... while the DAGs that need no topology still load, documented and tagged.
+    assert set(dagbag.dag_ids) == INDEPENDENT_DAGS
+    for dag in dagbag.dags.values():
+        assert dag.doc_md and "ccat" in dag.tags
+    # Monitoring keeps its central tasks and says why the per-location ones are missing.
+    monitoring = dagbag.dags["ccat_monitoring"]
+    assert {task.task_id for task in monitoring.tasks} == {"sweep_stuck_work", "summarize_health"}
+    assert at_fault in monitoring.doc_md
+
+    # Fixed in place: every DAG loads again, with its per-location tasks.
+    topology_file.write_text(EXAMPLE_TOPOLOGY.read_text())
+    dagbag = load_dagbag()
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == TOPOLOGY_DAGS | INDEPENDENT_DAGS
+    monitoring = dagbag.dags["ccat_monitoring"]
+    assert "measure_disk_usage_cologne_buffer" in monitoring.task_ids
+    assert str(topology_file) not in monitoring.doc_md
