@@ -9,6 +9,9 @@ RUN apt-get update \
 USER airflow
 COPY requirements.txt constraints.txt /opt/ccat/
 RUN pip install --no-cache-dir -r /opt/ccat/requirements.txt -c /opt/ccat/constraints.txt
+# Only the runtime package: the development tools (dev/ccat_dev: private PostgreSQL, S3,
+# Airflow for the demo and tests) are neither copied nor installed (.dockerignore keeps them
+# out of the build context too).
 COPY pyproject.toml README.md /opt/ccat/
-COPY plugins /opt/ccat/plugins
+COPY plugins/ccat_operators /opt/ccat/plugins/ccat_operators
 RUN pip install --no-cache-dir --no-deps /opt/ccat

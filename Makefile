@@ -17,15 +17,15 @@ test: install system-deps
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check plugins dags tests bench scripts
+	$(BIN)/ruff format --check plugins dev dags tests bench scripts
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e . -e dev  # the runtime package, and the development tools (dev/)
 	touch $@
 
 system-deps:

@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
+from ccat_dev.postgres import FAST_TEST_SETTINGS, LocalPostgres
+from ccat_dev.processes import free_port
+from ccat_dev.s3 import LocalS3
 from ccat_operators import archive, bundling, deletion, filing, migrations, packaging, routing, topology, transfer
-from ccat_operators.devdb import FAST_TEST_SETTINGS, LocalPostgres, free_port
-from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.unpacking import unpack_arrived
 

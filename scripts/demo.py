@@ -51,9 +51,9 @@ os.environ.update(
 S3_PORT = int(os.environ.get("CCAT_DEMO_S3_PORT", "58333"))
 os.environ["CCAT_S3_ENDPOINT"] = f"http://127.0.0.1:{S3_PORT}"
 
+from ccat_dev.postgres import LocalPostgres
+from ccat_dev.s3 import LocalS3
 from ccat_operators import filing, migrations, queues, status, topology
-from ccat_operators.devdb import LocalPostgres
-from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.paths import default_topology_file
 from ccat_operators.units import format_size

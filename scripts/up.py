@@ -25,8 +25,8 @@ import time
 
 import demo  # the demo's embedded settings (environment, set on import), observations and S3 credentials
 
-from ccat_operators.devairflow import LocalAirflow
-from ccat_operators.devs3 import LocalS3
+from ccat_dev.local_airflow import LocalAirflow
+from ccat_dev.s3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 
 UI_PORT = int(os.environ.get("CCAT_UI_PORT", "8080"))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psycopg
 
-from ccat_operators.children import stop_process_groups
-from ccat_operators.devdb import LocalPostgres, free_port
+from ccat_dev.postgres import LocalPostgres
+from ccat_dev.processes import free_port, stop_process_groups
 from tests.sitenet import SiteNetwork
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,8 +34,9 @@ os.environ.update(
 os.environ.pop("CCAT_OPS_DB_URL", None)
 os.environ.pop("AIRFLOW_CONN_CCAT_OPS_DB", None)
 
+from ccat_dev.postgres import FAST_TEST_SETTINGS, LocalPostgres  # noqa: E402
+from ccat_dev.processes import free_port  # noqa: E402
 from ccat_operators import migrations, topology  # noqa: E402
-from ccat_operators.devdb import FAST_TEST_SETTINGS, LocalPostgres, free_port  # noqa: E402
 from ccat_operators.opsdb import OpsDb  # noqa: E402
 
 EXAMPLE_TOPOLOGY = REPO / "include" / "topology" / "ccat.yaml"
@@ -115,7 +116,7 @@ def site_network(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory: pytest.TempPathFactory):
     """A SeaweedFS S3 server on loopback, enforcing its credentials."""
-    from ccat_operators.devs3 import LocalS3
+    from ccat_dev.s3 import LocalS3
 
     server = LocalS3(tmp_path_factory.mktemp("s3"))
     server.start()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ccat_dev.s3 import LocalS3
 from ccat_operators import bundling, packaging, routing, transfer, unpacking
-from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from tests.helpers import apply_topology, file_random_observation, location_row
 

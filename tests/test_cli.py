@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ccat_dev.processes import free_port
 from ccat_operators import opsdb
 from ccat_operators.cli import main
-from ccat_operators.devdb import free_port
 from ccat_operators.opsdb import OpsDb
 from tests.conftest import EXAMPLE_TOPOLOGY
 from tests.helpers import write_file

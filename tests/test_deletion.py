@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ccat_dev.s3 import LocalS3
 from ccat_operators import archive, deletion
-from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from tests import pipeline
 from tests.helpers import apply_topology, location_row

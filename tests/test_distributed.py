@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ccat_dev.postgres import LocalPostgres
+from ccat_dev.s3 import LocalS3
 from ccat_operators import queues
-from ccat_operators.devdb import LocalPostgres
-from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from tests.cluster import AirflowCluster
 from tests.helpers import apply_topology, file_random_observation, location_row

@@ -22,8 +22,8 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from ccat_dev.postgres import LocalPostgres
 from ccat_operators import queues, topology
-from ccat_operators.devdb import LocalPostgres
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import LocationType
 from tests.conftest import REPO

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ccat_dev.postgres import LocalPostgres
 from ccat_operators import bundling, packaging, routing
-from ccat_operators.devdb import LocalPostgres
 from ccat_operators.hooks.transfer import InvalidRouteError, TransferHook
 from ccat_operators.opsdb import OpsDb
 from tests.conftest import REPO

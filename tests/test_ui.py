@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ccat_operators.devairflow import LocalAirflow
-from ccat_operators.devdb import LocalPostgres, free_port
-from ccat_operators.devs3 import LocalS3
+from ccat_dev.local_airflow import LocalAirflow
+from ccat_dev.postgres import LocalPostgres
+from ccat_dev.processes import free_port
+from ccat_dev.s3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from tests.helpers import apply_topology, file_random_observation, location_row
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ccat_operators.devdb import LocalPostgres, free_port
+from ccat_dev.postgres import LocalPostgres
+from ccat_dev.processes import free_port
 from ccat_operators.opsdb import OpsDb
 from tests.conftest import REPO
 

@@ -1,4 +1,4 @@
-"""The ``ccat`` command: ops-db migrations, topology, queues, filing, a dev database.
+"""The ``ccat`` command: ops-db migrations, topology, queues, filing, a dev database (``ccat_dev``).
 
 Every subcommand that needs ops-db takes ``--db URL``, defaulting to the environment
 (``CCAT_OPS_DB_URL``, else ``AIRFLOW_CONN_CCAT_OPS_DB``); the URL must be
@@ -22,7 +22,6 @@ from pathlib import Path
 import psycopg
 
 from ccat_operators import filing, migrations, queues, roles, topology
-from ccat_operators.devdb import LocalPostgres
 from ccat_operators.opsdb import OpsDb, OpsDbConfigError, check_url
 from ccat_operators.paths import default_topology_file
 from ccat_operators.progress import byte_progress
@@ -170,7 +169,25 @@ def cmd_auth_sync(args: argparse.Namespace) -> None:
     print("\n".join(changes) if changes else "no change")
 
 
-def _devdb(args: argparse.Namespace) -> LocalPostgres:
+class DevelopmentCommandError(RuntimeError):
+    """A development command (``ccat devdb``) run where the development package is not installed."""
+
+
+def _devdb(args: argparse.Namespace):
+    """The private PostgreSQL of ``ccat devdb``: :class:`ccat_dev.postgres.LocalPostgres`, imported only here.
+
+    ``ccat_dev`` is the development package (``dev/``), installed in a checkout by ``make
+    install`` and absent from workers and the image; the runtime package never needs it.
+    """
+    try:
+        from ccat_dev.postgres import LocalPostgres
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "ccat_dev":
+            raise  # ccat_dev is there but something it needs is not: a real error
+        raise DevelopmentCommandError(
+            f"`ccat devdb {args.devdb_command}` is a development command: it needs the development package "
+            "ccat_dev, which is not installed here (in a checkout: `make install`, or `pip install -e dev`)"
+        ) from error
     return LocalPostgres(Path(args.dir).resolve(), args.port)
 
 
@@ -269,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     auth_sync.add_argument("--dev-users", action="store_true",
                            help="also create users admin, operator, scientist (password = name)")  # fmt: skip
 
-    dev = commands.add_parser("devdb", help="a private PostgreSQL server for the demo")
+    dev = commands.add_parser("devdb", help="development: a private PostgreSQL server for the demo (needs ccat_dev)")
     dev_commands = dev.add_subparsers(dest="devdb_command", required=True)
     for name, handler, help_text in (
         ("start", cmd_devdb_start, "start (initialising if needed) and print the database URL"),
@@ -286,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Errors that are the user's input or environment, reported as one line without a traceback.
 USER_ERRORS = (
+    DevelopmentCommandError,
     filing.FilingError,
     topology.TopologyError,
     roles.RolesError,

@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccat_operators.children import stop_process_groups
-from ccat_operators.devdb import free_port
+from ccat_dev.processes import free_port, stop_process_groups
 
 PORT_NAMES = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",

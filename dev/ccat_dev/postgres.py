@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -46,13 +45,6 @@ def find_bindir() -> Path:
         "PostgreSQL server binaries not found: install them with "
         "`apt-get install postgresql` (or run `make system-deps` as root)"
     )
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from ccat_operators.children import stop_process_groups
+from ccat_dev.processes import stop_process_groups
 from ccat_operators.paths import REPO_ROOT
 
 BIN = Path(sys.executable).parent
