@@ -5,7 +5,7 @@ Every pipeline stage polls ops-db with a work-finding query (the ``find_*`` and
 large the archive grows, which is what the schema's partial indexes are for. This
 benchmark checks that at production scale:
 
-1. starts a private PostgreSQL (``ccat_operators.devdb.LocalPostgres``) in a temporary
+1. starts a private PostgreSQL (``ccat_dev.postgres.LocalPostgres``) in a temporary
    directory, creates a database, applies the migrations and the example topology
    (``include/topology/ccat.yaml``);
 2. fills it with a realistic, mostly finished history, by server-side SQL in
@@ -58,8 +58,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ccat_dev.postgres import FAST_TEST_SETTINGS, LocalPostgres
+from ccat_dev.processes import free_port
 from ccat_operators import migrations, topology
-from ccat_operators.devdb import FAST_TEST_SETTINGS, LocalPostgres, free_port
 from ccat_operators.opsdb import OpsDb, load_query, table_query
 from ccat_operators.paths import include_dir, sql_dir
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from ccat_dev.s3 import LocalS3
 from ccat_operators import archive, deletion
 from ccat_operators.cli import main
-from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from tests import pipeline
 from tests.helpers import location_row

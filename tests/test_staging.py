@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ccat_dev.s3 import LocalS3
 from ccat_operators import archive, staging
-from ccat_operators.devs3 import LocalS3
 from ccat_operators.opsdb import OpsDb
 from tests import pipeline
 from tests.helpers import file_random_observation, location_row
