@@ -61,7 +61,7 @@ from psycopg import sql
 from ccat_dev.postgres import FAST_TEST_SETTINGS, LocalPostgres
 from ccat_dev.processes import free_port
 from ccat_operators import migrations, topology
-from ccat_operators.opsdb import OpsDb, load_query, table_query
+from ccat_operators.opsdb import OpsDb, compose_query, load_query
 from ccat_operators.paths import include_dir, sql_dir
 
 GOAL_MS = 50.0
@@ -111,7 +111,6 @@ QUERY_PARAMS: dict[str, dict[str, object]] = {
     "claim_unpackaged_files": {"location_id": SOURCE, "limit": 1000},  # packaging.PLAN_BATCH = 50,000
     "claim_pending_raw_data_packages": {"location_id": SOURCE, "limit": 1000},  # packaging.CLAIM_BATCH = 20
     "find_unfinished_raw_data_packages": {"location_id": SOURCE, "limit": 1000},  # reclaim_abandoned: 10,000
-    "find_stuck_raw_data_packages": {"older_than": "1 hour", "limit": 1000},
     # Bundling: packages at the SOURCE site's BUFFER, and the bundles made of them.
     "claim_unbundled_packages": {"location_id": SOURCE_BUFFER, "limit": 1000},  # bundling.PLAN_BATCH = 100,000
     "claim_pending_data_transfer_packages": {"location_id": SOURCE_BUFFER, "limit": 1000},  # bundling.CLAIM_BATCH = 5
@@ -141,7 +140,11 @@ QUERY_PARAMS: dict[str, dict[str, object]] = {
     },
     "find_scheduled_deletions": {"location_id": SOURCE_BUFFER, "limit": 1000},
     # Monitoring: the stuck-work sweep (a template over the status tables; the biggest here).
-    "find_stuck_in_progress": {"table": "raw_data_package", "older_than": "1 hour", "limit": 1000},
+    "find_stuck_in_progress": {
+        "identifiers": {"table": "raw_data_package", "column": "status", "changed_at": "status_changed_at"},
+        "older_than": "1 hour",
+        "limit": 1000,
+    },
     "find_stuck_unpacks": {"older_than": "1 hour", "limit": 1000},
     # Announcements: what packaging (the largest table) finished in the last hour.
     "count_stage_output_since": {"stage": "packaging", "since": datetime.now(UTC) - timedelta(hours=1)},
@@ -380,10 +383,10 @@ def big_tables(db: OpsDb) -> set[str]:
 
 
 def composed(name: str, params: Mapping[str, Any]) -> tuple[sql.Composable, dict[str, Any]]:
-    """The query and its bind parameters; a ``table`` parameter fills a ``{table}`` template."""
+    """The query and its bind parameters; an ``identifiers`` parameter fills a template's ``{names}``."""
     values = dict(params)
-    table = values.pop("table", None)
-    return (table_query(name, table) if table else sql.SQL(load_query(name))), values
+    identifiers = values.pop("identifiers", None)
+    return (compose_query(name, **identifiers) if identifiers else sql.SQL(load_query(name))), values
 
 
 def timed_run(db: OpsDb, name: str, params: Mapping[str, Any]) -> tuple[float, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,3 +121,15 @@ def run_concurrently(url: str, work, count: int) -> list:
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(one, range(count)))
+
+
+@contextmanager
+def unguarded(db: OpsDb) -> Iterator[OpsDb]:
+    """A transaction past ops-db's state-machine guard, for building a test's world directly.
+
+    ``session_replication_role = replica`` switches triggers off (the test server's user
+    is a superuser); production code never does this.
+    """
+    with db.transaction():
+        db.conn.execute("SET LOCAL session_replication_role = replica")
+        yield db

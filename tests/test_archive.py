@@ -9,11 +9,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ccat_dev.s3 import LocalS3
-from ccat_operators import archive, deletion
+from ccat_operators import archive, deletion, s3, states
 from ccat_operators.cli import main
 from ccat_operators.opsdb import OpsDb
 from tests import pipeline
-from tests.helpers import location_row
+from tests.helpers import location_row, unguarded
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_server_refuses_a_wrong_checksum(ops_db: OpsDb, world, s3_server: LocalS
                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     client = s3_server.client()
     bucket = lta(ops_db, "cologne")["s3_bucket"]
-    archive.ensure_bucket(client, bucket)
+    s3.ensure_bucket(client, bucket)
     good = tmp_path / "good.tar"
     good.write_bytes(b"a" * 5000)
     checksum = "sha256:" + hashlib.sha256(good.read_bytes()).hexdigest()
@@ -67,7 +67,7 @@ def test_server_refuses_a_wrong_checksum(ops_db: OpsDb, world, s3_server: LocalS
     bad.write_bytes(b"a" * 4999 + b"b")
     with pytest.raises(ClientError, match="BadDigest"):
         archive.upload(client, bucket, "single.tar", bad, 5000, checksum)
-    assert archive.head(client, bucket, "single.tar") is None
+    assert s3.head(client, bucket, "single.tar") is None
 
     monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)
     monkeypatch.setattr(archive, "MIN_PART_SIZE", 5 * 2**20)
@@ -75,10 +75,10 @@ def test_server_refuses_a_wrong_checksum(ops_db: OpsDb, world, s3_server: LocalS
     big.write_bytes(bytes(range(256)) * 50_000)
     big_checksum = "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
     expected = archive.upload(client, bucket, "multi.tar", big, big.stat().st_size, big_checksum)
-    assert archive.is_verified(archive.head(client, bucket, "multi.tar"), big.stat().st_size, big_checksum, expected)
+    assert archive.is_verified(s3.head(client, bucket, "multi.tar"), big.stat().st_size, big_checksum, expected)
     with pytest.raises(archive.ArchiveVerificationError, match="does not match"):
         archive.upload(client, bucket, "multi-bad.tar", big, big.stat().st_size, "sha256:" + "0" * 64)
-    assert archive.head(client, bucket, "multi-bad.tar") is None
+    assert s3.head(client, bucket, "multi-bad.tar") is None
 
 
 def test_corrupt_buffer_copy_is_never_archived_and_needs_intervention_after_three_tries(
@@ -168,7 +168,7 @@ def test_a_refused_head_of_an_object_is_the_storage_not_the_package(ops_db: OpsD
     import boto3
 
     bucket = lta(ops_db, "cologne")["s3_bucket"]
-    archive.ensure_bucket(s3_server.client(), bucket)
+    s3.ensure_bucket(s3_server.client(), bucket)
 
     class HeadRefused:
         def __init__(self) -> None:
@@ -191,11 +191,12 @@ def test_clear_leaves_a_running_try_alone(ops_db: OpsDb, ops_db_url: str, world,
     running, failed = ops_db.conn.execute("SELECT id FROM long_term_archive_transfer ORDER BY id LIMIT 2").fetchall()
     # One transfer failed three times; the other's worker is still on a try it started after
     # two failures and a third counted (an older version counted at the start of a try).
-    ops_db.conn.execute("UPDATE long_term_archive_transfer SET status = 'FAILED', attempts = 3 WHERE id = %s",
-                        (failed["id"],))  # fmt: skip
-    ops_db.conn.execute("UPDATE long_term_archive_transfer SET status = 'IN_PROGRESS', attempts = 3 WHERE id = %s",
-                        (running["id"],))  # fmt: skip
-    with OpsDb.connect(ops_db_url) as worker, worker.lease(archive.ARCHIVE_KIND, running["id"]) as mine:
+    with unguarded(ops_db):
+        ops_db.conn.execute("UPDATE long_term_archive_transfer SET status = 'FAILED', attempts = 3 WHERE id = %s",
+                            (failed["id"],))  # fmt: skip
+        ops_db.conn.execute("UPDATE long_term_archive_transfer SET status = 'IN_PROGRESS', attempts = 3 WHERE id = %s",
+                            (running["id"],))  # fmt: skip
+    with OpsDb.connect(ops_db_url) as worker, states.lease(worker, states.ARCHIVE, running["id"]) as mine:
         assert mine
         assert main(["archive", "clear", "--db", ops_db_url]) == 0
     out = capsys.readouterr().out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ccat_operators import metrics, monitoring, packaging
+from ccat_operators import metrics, monitoring, packaging, states
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import Status
 from tests import pipeline
@@ -97,21 +97,20 @@ def test_sweep_returns_only_abandoned_work(ops_db: OpsDb, ops_db_url: str, examp
     ensure_obs_unit(ops_db)
     abandoned, alive, recent = insert_pending_packages(ops_db, 3)
     for package in (abandoned, alive, recent):
-        ops_db.transition("raw_data_package", package, Status.PENDING, Status.SCHEDULED)
-        ops_db.transition("raw_data_package", package, Status.SCHEDULED, Status.IN_PROGRESS)
+        assert states.start(ops_db, states.PACKAGE, package)
     ops_db.conn.execute(
         "UPDATE raw_data_package SET status_changed_at = now() - interval '5 hours' WHERE id = ANY(%s)",
         ([abandoned, alive],),
     )
     from datetime import timedelta
 
-    with OpsDb.connect(ops_db_url) as worker, worker.lease("raw_data_package", alive) as held:
+    with OpsDb.connect(ops_db_url) as worker, states.lease(worker, states.PACKAGE, alive) as held:
         assert held
         lines = monitoring.sweep_stuck(ops_db, timedelta(hours=2))
     assert lines == [lines[0]] and f"raw_data_package {abandoned}: IN_PROGRESS since" in lines[0]
-    assert ops_db.status_of("raw_data_package", abandoned) == Status.PENDING
-    assert ops_db.status_of("raw_data_package", alive) == Status.IN_PROGRESS  # its worker is alive
-    assert ops_db.status_of("raw_data_package", recent) == Status.IN_PROGRESS  # not stuck yet
+    assert states.status_of(ops_db, states.PACKAGE, abandoned) == Status.PENDING
+    assert states.status_of(ops_db, states.PACKAGE, alive) == Status.IN_PROGRESS  # its worker is alive
+    assert states.status_of(ops_db, states.PACKAGE, recent) == Status.IN_PROGRESS  # not stuck yet
 
 
 def test_health_summary(ops_db: OpsDb, example_topology) -> None:

@@ -224,7 +224,7 @@ def test_storage_down_puts_the_job_back_to_pending_with_nothing_half_written(
         with pytest.raises(Exception, match="Could not connect|Connect timeout|Connection"):
             staging.stage_job(ops_db, job["id"])
         row = job_row(ops_db, job["id"])
-        assert row["status"] == "PENDING" and "will retry" in row["failure_reason"]
+        assert row["status"] == "PENDING" and "interrupted" in row["failure_reason"]
         assert no_part_files(data_root)
     finally:
         s3_server.start()

@@ -22,7 +22,8 @@ is missing, the server refused its bytes); after the third the transfer is FAILE
 (``ccat archive clear``, which takes the transfer's lease first, so it never resets a
 try that is running). Faults of the storage - unreachable, credentials refused (403,
 InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied), overloaded - cost no package
-anything and stop the run at the first one.
+anything and stop the run at the first one (:func:`s3.is_storage_fault`); any other
+refusal of one object by the server is that package's fault.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import checksums, metrics
-from ccat_operators.opsdb import OpsDb
+from ccat_operators import checksums, metrics, s3, states, work
+from ccat_operators.faults import ItemFault
+from ccat_operators.opsdb import OpsDb, Row
 from ccat_operators.states import Status
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_KIND = "long_term_archive_transfer"
 MAX_ATTEMPTS = 3
 MULTIPART_THRESHOLD = 64 * 2**20
 MIN_PART_SIZE = 32 * 2**20
@@ -52,7 +53,7 @@ PARALLEL_PARTS = 4
 CHECKSUM_METADATA = "ccat-checksum"
 
 
-class ArchiveVerificationError(RuntimeError):
+class ArchiveVerificationError(ItemFault):
     """The object in S3 is not the package."""
 
 
@@ -61,51 +62,8 @@ def object_key(prefix: str | None, relative_path: str) -> str:
     return f"{prefix or ''}{relative_path}"
 
 
-def s3_client(location: dict[str, Any]):
-    """A boto3 S3 client for an S3 location, credentials from its Airflow AWS connection."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from botocore.config import Config
-
-    hook = S3Hook(aws_conn_id=location["s3_conn_id"], region_name=location["s3_region"])
-    return hook.get_session().client(
-        "s3",
-        endpoint_url=location["s3_endpoint_url"] or hook.conn_config.endpoint_url,
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=120,
-        ),
-    )
-
-
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
-
-
-def ensure_bucket(client, bucket: str) -> None:
-    """Create ``bucket`` if it does not exist (idempotent)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        client.head_bucket(Bucket=bucket)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise
-        client.create_bucket(Bucket=bucket)
-        log.info("created bucket %s", bucket)
-
-
-def head(client, bucket: str, key: str) -> dict[str, Any] | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        return client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
 
 
 def is_verified(found: dict[str, Any] | None, size: int, checksum: str, server_checksum: str | None = None) -> bool:
@@ -175,10 +133,8 @@ def _multipart(client, bucket: str, key: str, path: Path, size: int, checksum: s
 
 
 @dataclass
-class ArchiveResult:
+class ArchiveResult(work.WorkResult):
     planned: int = 0
-    completed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
     needs_intervention: list[str] = field(default_factory=list)
 
 
@@ -187,29 +143,86 @@ def plan_archive_transfers(db: OpsDb, lta: dict[str, Any]) -> int:
     return len(db.fetch_all("plan_archive_transfers", lta_id=lta["id"], site_id=lta["site_id"]))
 
 
-def archive_pending(db: OpsDb, lta: dict[str, Any], client_factory: Callable = s3_client) -> ArchiveResult:
+def archive_pending(db: OpsDb, lta: dict[str, Any], client_factory: Callable = s3.client) -> ArchiveResult:
     """Plan and run every archive transfer towards ``lta`` that is not waiting for an operator.
 
-    Stops at the first failure that is not about one package (S3 unreachable, credentials
-    refused): the other packages keep their attempt counts for when S3 is back.
+    A fault of one package counts against it (see module doc) and the run goes on. The
+    first failure that is not a package's (S3 unreachable, credentials refused) stops
+    the run: that transfer goes back to PENDING uncounted, and the failure is reported
+    in ``failed`` for the task to retry.
     """
     result = ArchiveResult(planned=plan_archive_transfers(db, lta))
-    client = None
-    for row in db.fetch_all("find_archive_transfers", location_id=lta["id"], limit=10_000):
-        with db.lease(ARCHIVE_KIND, row["id"]) as mine:
-            if not mine:
-                continue
-            try:
-                if client is None:
-                    client = client_factory(lta)
-                    ensure_bucket(client, lta["s3_bucket"])
-                _archive_one(db, row["id"], client, result)
-            except Exception as error:
-                result.failed[row["package"]] = str(error)
-                if storage_wide(error):
-                    log.error("archive to %s stopped, the storage itself failed: %s", lta["name"], error)
-                    break
+    rows = [
+        {"id": row["id"], "name": row["package"]}
+        for row in db.fetch_all("find_archive_transfers", location_id=lta["id"], limit=10_000)
+    ]
+    if not rows:
+        return result
+    try:
+        client = client_factory(lta)
+        s3.ensure_bucket(client, lta["s3_bucket"])
+        work.run(db, states.ARCHIVE, rows, lambda row: _archive(db, row["id"], client), result, on_fault=_count_fault)
+    except Exception as error:
+        where = result.interrupted or f"s3://{lta['s3_bucket']}"
+        result.failed[where] = str(error)
+        log.error("archive to %s stopped at %s, not counted against any package: %s", lta["name"], where, error)
     return result
+
+
+def _archive(db: OpsDb, transfer_id: int, client) -> work.Record:
+    """Upload one package unless an object already verified is there; return what records it."""
+    transfer = db.fetch_one("long_term_archive_transfer", id=transfer_id)
+    key = object_key(transfer["s3_prefix"], transfer["relative_path"])
+    try:
+        _upload_verified(client, transfer, key)
+    except (FileNotFoundError, IsADirectoryError) as error:
+        raise ArchiveVerificationError(f"the buffer copy is missing: {error}") from error
+    except Exception as error:
+        if s3.error_code(error) is None or s3.is_storage_fault(error):
+            raise
+        raise ArchiveVerificationError(f"s3://{transfer['s3_bucket']}/{key} refused: {error}") from error
+
+    def record() -> None:
+        states.record_package_copy(
+            db, transfer["destination_location_id"], transfer["raw_data_package_id"], key, transfer["checksum"]
+        )
+        db.fetch_value("mark_package_archived", id=transfer["raw_data_package_id"])
+        log.info("archived %s to s3://%s/%s", transfer["package"], transfer["s3_bucket"], key)
+
+    return record
+
+
+def _upload_verified(client, transfer: dict[str, Any], key: str) -> None:
+    found = s3.head(client, transfer["s3_bucket"], key)
+    if is_verified(found, transfer["size_bytes"], transfer["checksum"]):
+        return
+    started = time.monotonic()
+    source = Path(transfer["origin_root"]) / transfer["relative_path"]
+    server_checksum = upload(client, transfer["s3_bucket"], key, source, transfer["size_bytes"], transfer["checksum"])
+    found = s3.head(client, transfer["s3_bucket"], key)
+    if not is_verified(found, transfer["size_bytes"], transfer["checksum"], server_checksum):
+        raise ArchiveVerificationError(f"s3://{transfer['s3_bucket']}/{key}: HEAD does not match the package")
+    metrics.throughput(
+        "archive",
+        {"site": transfer["destination_site"], "location": transfer["destination_name"],
+         "checksum_algorithm": checksums.parse(transfer["checksum"])[0]},
+        transfer["size_bytes"],
+        time.monotonic() - started,
+    )  # fmt: skip
+
+
+def _count_fault(db: OpsDb, column: states.StatusColumn, row: Row, fault: ItemFault, result: ArchiveResult) -> None:
+    """A fault of the package: counted; back to PENDING, or FAILED after ``MAX_ATTEMPTS``."""
+    attempt = db.fetch_value("record_archive_failure", id=row["id"])
+    gave_up = attempt >= MAX_ATTEMPTS
+    new = Status.FAILED if gave_up else Status.PENDING
+    states.move(db, column, row["id"], Status.IN_PROGRESS, new, f"attempt {attempt}: {fault}")
+    result.failed[row["name"]] = str(fault)
+    if gave_up:
+        result.needs_intervention.append(row["name"])
+        log.error("archive of %s failed %d times: needs an operator (%s)", row["name"], attempt, fault)
+    else:
+        log.error("archive of %s failed (attempt %d of %d): %s", row["name"], attempt, MAX_ATTEMPTS, fault)
 
 
 @dataclass
@@ -228,103 +241,9 @@ def clear_intervention(db: OpsDb, transfer_id: int | None = None) -> ClearResult
     for row in db.fetch_all("archive_transfers_needing_intervention"):
         if transfer_id is not None and row["id"] != transfer_id:
             continue
-        with db.lease(ARCHIVE_KIND, row["id"]) as mine:
+        with states.lease(db, states.ARCHIVE, row["id"]) as mine:
             if not mine:
                 result.busy.append(row["id"])
-            elif db.fetch_value("clear_archive_intervention", id=row["id"]) is not None:
+            elif states.clear_archive_intervention(db, row["id"]):
                 result.cleared.append(row["id"])
     return result
-
-
-#: Answers that mean the storage (or our access to it) is failing, whatever the package.
-STORAGE_WIDE_CODES = frozenset({
-    "403", "Forbidden", "AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId",
-    "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired", "RequestTimeTooSkewed",
-    "NoSuchBucket", "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
-})  # fmt: skip
-#: Answers that mean the server refused this package's bytes (they did not match their checksum).
-PACKAGE_FAULT_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
-
-
-def _error_code(error: BaseException) -> str | None:
-    from botocore.exceptions import ClientError
-
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code"))
-    return None
-
-
-def storage_wide(error: BaseException) -> bool:
-    """True for failures of the storage rather than of one package (unreachable, credentials refused)."""
-    from botocore.exceptions import ConnectionError, HTTPClientError, NoCredentialsError
-
-    if _error_code(error) in STORAGE_WIDE_CODES:
-        return True
-    return isinstance(error, (ConnectionError, HTTPClientError, NoCredentialsError))
-
-
-def package_fault(error: BaseException) -> bool:
-    """True for failures that are the package's own: they count against its attempts.
-
-    Its buffer copy does not match its checksum or is missing, or the server refused its
-    bytes. Anything else (the storage, the network, a killed worker) costs it nothing.
-    """
-    if isinstance(error, (ArchiveVerificationError, FileNotFoundError, IsADirectoryError)):
-        return True
-    return _error_code(error) in PACKAGE_FAULT_CODES
-
-
-def _archive_one(db: OpsDb, transfer_id: int, client, result: ArchiveResult) -> None:
-    transfer = db.fetch_one("long_term_archive_transfer", id=transfer_id)
-    if not db.start("long_term_archive_transfer", transfer_id):
-        return
-    key = object_key(transfer["s3_prefix"], transfer["relative_path"])
-    try:
-        found = head(client, transfer["s3_bucket"], key)
-        if not is_verified(found, transfer["size_bytes"], transfer["checksum"]):
-            started = time.monotonic()
-            source = Path(transfer["origin_root"]) / transfer["relative_path"]
-            server_checksum = upload(
-                client, transfer["s3_bucket"], key, source, transfer["size_bytes"], transfer["checksum"]
-            )
-            found = head(client, transfer["s3_bucket"], key)
-            if not is_verified(found, transfer["size_bytes"], transfer["checksum"], server_checksum):
-                raise ArchiveVerificationError(f"s3://{transfer['s3_bucket']}/{key}: HEAD does not match the package")
-            metrics.throughput(
-                "archive",
-                {"site": transfer["destination_site"], "location": transfer["destination_name"],
-                 "checksum_algorithm": checksums.parse(transfer["checksum"])[0]},
-                transfer["size_bytes"],
-                time.monotonic() - started,
-            )  # fmt: skip
-    except Exception as error:
-        _record_failure(db, transfer, error, result)
-        raise
-    with db.transaction():
-        db.fetch_value(
-            "upsert_package_copy",
-            location_id=transfer["destination_location_id"],
-            package_id=transfer["raw_data_package_id"],
-            path=key,
-            checksum=transfer["checksum"],
-        )
-        if not db.transition("long_term_archive_transfer", transfer_id, Status.IN_PROGRESS, Status.COMPLETED):
-            raise RuntimeError(f"archive transfer {transfer_id} left IN_PROGRESS while it ran")
-        db.fetch_value("mark_package_archived", id=transfer["raw_data_package_id"])
-    log.info("archived %s to s3://%s/%s", transfer["package"], transfer["s3_bucket"], key)
-    result.completed.append(transfer["package"])
-
-
-def _record_failure(db: OpsDb, transfer: dict[str, Any], error: Exception, result: ArchiveResult) -> None:
-    """Back to PENDING, or FAILED after ``MAX_ATTEMPTS`` faults of the package itself."""
-    table, transfer_id = "long_term_archive_transfer", transfer["id"]
-    if not package_fault(error):
-        db.transition(table, transfer_id, Status.IN_PROGRESS, Status.PENDING, f"not counted (storage): {error}")
-        return
-    attempt = db.fetch_value("record_archive_failure", id=transfer_id)
-    gave_up = attempt >= MAX_ATTEMPTS
-    new = Status.FAILED if gave_up else Status.PENDING
-    db.transition(table, transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
-    if gave_up:
-        result.needs_intervention.append(transfer["package"])
-        log.error("archive of %s failed %d times: needs an operator (%s)", transfer["package"], attempt, error)

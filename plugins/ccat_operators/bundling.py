@@ -23,16 +23,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import checksums, metrics, safefs
+from ccat_operators import checksums, metrics, safefs, states, work
+from ccat_operators.faults import ItemFault
 from ccat_operators.opsdb import OpsDb
-from ccat_operators.packaging import WriteResult, reclaim_abandoned
-from ccat_operators.states import Status
 from ccat_operators.tarstream import Member, MemberChangedError, write_archive
 from ccat_operators.topology import SETTINGS
 
 log = logging.getLogger(__name__)
 
-BUNDLE_KIND = "data_transfer_package"
 FILL_TARGET = 0.95
 PLAN_BATCH = 100_000
 CLAIM_BATCH = 5
@@ -112,68 +110,54 @@ def plan_bundles(db: OpsDb, location: dict[str, Any], now: datetime | None = Non
     return created
 
 
-def write_bundles(db: OpsDb, location: dict[str, Any]) -> WriteResult:
-    """Write every PENDING bundle of a BUFFER location."""
-    result = WriteResult()
-    result.reclaimed = reclaim_abandoned(
-        db, location["id"], BUNDLE_KIND, "find_unfinished_data_transfer_packages", "data_transfer_package"
+def write_bundles(db: OpsDb, location: dict[str, Any]) -> work.WorkResult:
+    """Write every PENDING bundle of a BUFFER location (see :func:`work.run`)."""
+    result = work.WorkResult()
+    result.reclaimed = work.reclaim_abandoned(
+        db, states.BUNDLE, "find_unfinished_data_transfer_packages", location_id=location["id"]
     )
-    while claimed := db.fetch_all(
-        "claim_pending_data_transfer_packages", location_id=location["id"], limit=CLAIM_BATCH
-    ):
-        for bundle in claimed:
-            _write_claimed(db, bundle["id"], result)
+    while claimed := states.claim(db, states.BUNDLE, location_id=location["id"], limit=CLAIM_BATCH):
+        work.run(db, states.BUNDLE, claimed, lambda row: _write(db, row["id"]), result)
     return result
 
 
-def _write_claimed(db: OpsDb, bundle_id: int, result: WriteResult) -> None:
-    with db.lease(BUNDLE_KIND, bundle_id) as mine:
-        if not mine or not db.transition("data_transfer_package", bundle_id, Status.SCHEDULED, Status.IN_PROGRESS):
-            return
-        bundle = db.fetch_one("data_transfer_package", id=bundle_id)
-        root = Path(bundle["origin_root"])
-        members = [
-            Member(
-                source=root / p["path"],
-                arcname=p["path"],
-                size=p["size_bytes"],
-                checksum_algorithm=checksums.parse(p["checksum"])[0],
-                expected_checksum=p["checksum"],
-                root=root,
-            )
-            for p in db.fetch_all("packages_of_bundle", bundle_id=bundle_id)
-        ]
-        algorithm = bundle["origin_settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
-        path = bundle_path(bundle["name"])
-        started = time.monotonic()
-        try:
-            archive = write_archive(root, path, members, algorithm)
-        except (MemberChangedError, safefs.UnsafePathError) as error:
-            kind = "package tar in buffer changed or missing" if isinstance(error, MemberChangedError) else "refused"
-            reason = f"{kind}: {error}"
-            db.transition("data_transfer_package", bundle_id, Status.IN_PROGRESS, Status.FAILED, reason)
-            log.error("bundle %s FAILED: %s", bundle["name"], reason)
-            result.failed[bundle["name"]] = reason
-            return
-        with db.transaction():
-            db.execute(
-                "record_data_transfer_package_written", id=bundle_id, size_bytes=archive.size, checksum=archive.checksum
-            )
-            db.fetch_value(
-                "upsert_bundle_copy",
-                location_id=bundle["origin_location_id"],
-                bundle_id=bundle_id,
-                path=path,
-                checksum=archive.checksum,
-            )
-            if not db.transition("data_transfer_package", bundle_id, Status.IN_PROGRESS, Status.COMPLETED):
-                raise RuntimeError(f"bundle {bundle['name']} left IN_PROGRESS while its tar was written")
-        log.info("bundle %s: %d packages, %d bytes, %s", bundle["name"], len(members), archive.size, archive.checksum)
-        metrics.throughput(
-            "bundling",
-            {"site": bundle["origin_site"], "location": bundle["origin_name"], "checksum_algorithm": algorithm},
-            archive.size,
-            time.monotonic() - started,
-            packages=len(members),
+def _write(db: OpsDb, bundle_id: int) -> work.Record:
+    """Write one bundle's tar of package tars; return what records it."""
+    bundle = db.fetch_one("data_transfer_package", id=bundle_id)
+    root = Path(bundle["origin_root"])
+    members = [
+        Member(
+            source=root / p["path"],
+            arcname=p["path"],
+            size=p["size_bytes"],
+            checksum_algorithm=checksums.parse(p["checksum"])[0],
+            expected_checksum=p["checksum"],
+            root=root,
         )
-        result.completed.append(bundle["name"])
+        for p in db.fetch_all("packages_of_bundle", bundle_id=bundle_id)
+    ]
+    algorithm = bundle["origin_settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
+    path = bundle_path(bundle["name"])
+    started = time.monotonic()
+    try:
+        archive = write_archive(root, path, members, algorithm)
+    except MemberChangedError as error:
+        raise ItemFault(f"package tar in buffer changed or missing: {error}") from error
+    except safefs.UnsafePathError as error:
+        raise ItemFault(f"refused: {error}") from error
+    log.info("bundle %s: %d packages, %d bytes, %s", bundle["name"], len(members), archive.size, archive.checksum)
+    metrics.throughput(
+        "bundling",
+        {"site": bundle["origin_site"], "location": bundle["origin_name"], "checksum_algorithm": algorithm},
+        archive.size,
+        time.monotonic() - started,
+        packages=len(members),
+    )
+
+    def record() -> None:
+        db.execute(
+            "record_data_transfer_package_written", id=bundle_id, size_bytes=archive.size, checksum=archive.checksum
+        )
+        states.record_bundle_copy(db, bundle["origin_location_id"], bundle_id, path, archive.checksum)
+
+    return record

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import checksums, safefs
+from ccat_operators import checksums, safefs, states
+from ccat_operators.faults import ItemFault
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.states import LocationType, PhysicalCopyStatus
 
 log = logging.getLogger(__name__)
 
-COPY_KIND = "physical_copy"
+_SCHEDULED, _DELETING = PhysicalCopyStatus.DELETION_SCHEDULED, PhysicalCopyStatus.DELETION_IN_PROGRESS
 BATCH = 1000
 LIVE = ["PRESENT", "STAGED"]
 
@@ -72,9 +73,9 @@ def run_deletions(db: OpsDb, location: dict[str, Any], under_pressure: bool | No
         retention = db.fetch_one("retention_of_location", location_id=location["id"]) or {}
         under_pressure = under_disk_pressure(location, retention.get("disk_pressure_threshold"))
     ids = [row["id"] for row in deletable(db, location, under_pressure, LIVE)]
-    result.scheduled = len(db.fetch_all("schedule_copy_deletions", ids=ids)) if ids else 0
+    result.scheduled = states.schedule_deletions(db, ids)
     for copy in db.fetch_all("find_scheduled_deletions", location_id=location["id"], limit=BATCH):
-        with db.lease(COPY_KIND, copy["id"]) as mine:
+        with states.lease(db, states.COPY, copy["id"]) as mine:
             if mine:
                 _delete_one(db, location, copy, under_pressure, result)
     return result
@@ -87,26 +88,23 @@ def _delete_one(db: OpsDb, location: dict[str, Any], copy: dict[str, Any], under
             db.fetch_one("lock_physical_copy", id=copy["id"])
             still = deletable(db, location, under_pressure, ["DELETION_SCHEDULED"], copy_id=copy["id"])
             if not still:
-                db.fetch_value("unschedule_copy_deletion", id=copy["id"])
+                states.unschedule_deletion(db, copy["id"])
                 result.kept.append(copy["id"])
                 return
-            db.transition_copy(
-                copy["id"], PhysicalCopyStatus.DELETION_SCHEDULED, PhysicalCopyStatus.DELETION_IN_PROGRESS
-            )
+            states.move(db, states.COPY, copy["id"], _SCHEDULED, _DELETING)
     try:
         removed = _remove_files(db, location, copy)
     except (OSError, DeletionRefusedError, safefs.UnsafePathError) as error:
-        db.transition_copy(copy["id"], PhysicalCopyStatus.DELETION_IN_PROGRESS, PhysicalCopyStatus.DELETION_FAILED,
-                           str(error))  # fmt: skip
+        states.move(db, states.COPY, copy["id"], _DELETING, PhysicalCopyStatus.DELETION_FAILED, str(error))
         result.failed[copy["id"]] = str(error)
         log.error("deleting copy %s at %s failed: %s", copy["id"], location["name"], error)
         return
-    db.transition_copy(copy["id"], PhysicalCopyStatus.DELETION_IN_PROGRESS, PhysicalCopyStatus.DELETED)
+    states.move(db, states.COPY, copy["id"], _DELETING, PhysicalCopyStatus.DELETED)
     result.deleted.append(copy["id"])
     log.info("deleted copy %s at %s (%d file(s))", copy["id"], location["name"], removed)
 
 
-class DeletionRefusedError(Exception):
+class DeletionRefusedError(ItemFault):
     """What stands at a copy's path is not what ops-db recorded there; nothing is deleted."""
 
 

@@ -14,10 +14,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import metrics
-from ccat_operators.opsdb import STATUS_TABLES, OpsDb, table_query
+from ccat_operators import metrics, states
+from ccat_operators.opsdb import OpsDb, compose_query
 from ccat_operators.states import Status
-from ccat_operators.unpacking import UNPACK_KIND
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +38,16 @@ def sweep_stuck(db: OpsDb, older_than: timedelta) -> list[str]:
     """Return abandoned IN_PROGRESS work older than ``older_than`` to PENDING; one line per item."""
     lines: list[str] = []
     interval = f"{int(older_than.total_seconds())} seconds"
-    for table in sorted(STATUS_TABLES):
-        rows = db.conn.execute(table_query("find_stuck_in_progress", table),
-                               {"older_than": interval, "limit": SWEEP_BATCH}).fetchall()  # fmt: skip
-        for row in rows:
-            reason = f"swept: IN_PROGRESS since {row['status_changed_at']:%Y-%m-%d %H:%M}"
-            with db.lease(table, row["id"]) as free:
-                if free and db.transition(table, row["id"], Status.IN_PROGRESS, Status.PENDING, reason):
-                    lines.append(f"{table} {row['id']}: IN_PROGRESS since {row['status_changed_at']} -> PENDING")
-    for row in db.fetch_all("find_stuck_unpacks", older_than=interval, limit=SWEEP_BATCH):
-        with db.lease(UNPACK_KIND, row["id"]) as free:
-            if free and db.transition_unpack(row["id"], Status.IN_PROGRESS, Status.PENDING, "swept"):
-                lines.append(
-                    f"unpack of data_transfer {row['id']}: IN_PROGRESS since {row['status_changed_at']} -> PENDING"
-                )
+    for column in states.WORK_COLUMNS:
+        query = compose_query("find_stuck_in_progress", table=column.table, column=column.column,
+                              changed_at=column.changed_at)  # fmt: skip
+        for row in db.conn.execute(query, {"older_than": interval, "limit": SWEEP_BATCH}).fetchall():
+            since = row["status_changed_at"]
+            reason = f"swept: IN_PROGRESS since {since:%Y-%m-%d %H:%M} with no live worker"
+            with states.lease(db, column, row["id"]) as free:
+                if free and states.move(db, column, row["id"], Status.IN_PROGRESS, Status.PENDING, reason):
+                    label = column.table if column.column == "status" else f"{column.column} of {column.table}"
+                    lines.append(f"{label} {row['id']}: IN_PROGRESS since {since} -> PENDING")
     for line in lines:
         log.warning("stuck work swept: %s", line)
     return lines

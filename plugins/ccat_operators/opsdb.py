@@ -1,9 +1,10 @@
 """Named-query access to ops-db over a psycopg 3 connection.
 
 All SQL lives in ``include/sql/queries/<name>.sql`` and is bound with ``%(param)s``
-placeholders. A few queries are templates over a table name (``{table}``); the name is
-checked against a whitelist and composed with ``psycopg.sql.Identifier``, never with
-string formatting of values.
+placeholders. A few queries are templates over identifiers (``{table}``, ``{column}``:
+the state machine's moves, whose tables and columns come from ``states.COLUMNS``, never
+from input); they are composed with ``psycopg.sql.Identifier``, never with string
+formatting of values. State changes are not made here: see :mod:`ccat_operators.states`.
 
 ``OpsDb`` is what the CLI, the filing API and the tests use directly; inside Airflow the
 ``OpsDbHook`` hands out an ``OpsDb`` built on its connection.
@@ -24,23 +25,6 @@ from psycopg.conninfo import conninfo_to_dict, timeout_from_conninfo
 from psycopg.rows import dict_row
 
 from ccat_operators.paths import sql_dir
-from ccat_operators.states import (
-    PhysicalCopyStatus,
-    Status,
-    check_copy_transition,
-    check_status_transition,
-)
-
-#: Tables with a ``status`` column driven by :class:`Status`.
-STATUS_TABLES = frozenset(
-    {
-        "raw_data_package",
-        "data_transfer_package",
-        "data_transfer",
-        "long_term_archive_transfer",
-        "staging_job",
-    }
-)
 
 #: Environment variables that may hold the ops-db URL, in order of preference.
 DSN_VARIABLES = ("CCAT_OPS_DB_URL", "AIRFLOW_CONN_CCAT_OPS_DB")
@@ -76,13 +60,6 @@ def load_query(name: str) -> str:
 def compose_query(query: str, /, **identifiers: str) -> sql.Composed:
     """Return a template query with its ``{placeholders}`` bound to quoted identifiers."""
     return sql.SQL(load_query(query)).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})
-
-
-def table_query(name: str, table: str) -> sql.Composed:
-    """Return a ``{table}`` template query bound to one whitelisted status table."""
-    if table not in STATUS_TABLES:
-        raise ValueError(f"{table!r} is not a status table; expected one of {sorted(STATUS_TABLES)}")
-    return compose_query(name, table=table)
 
 
 def dsn_from_environment() -> str:
@@ -215,78 +192,6 @@ class OpsDb:
         """Run trusted multi-statement SQL text (migrations) as-is."""
         self.conn.execute(text)
 
-    def transition(
-        self,
-        table: str,
-        row_id: int,
-        expected: Status,
-        new: Status,
-        failure_reason: str | None = None,
-    ) -> bool:
-        """Move one row from ``expected`` to ``new``; return False if it was not in ``expected``.
-
-        The update is guarded by ``WHERE status = expected``, so repeating a transition
-        (a retried or cleared task) changes nothing and returns False.
-        """
-        check_status_transition(expected, new)
-        cursor = self._run(
-            table_query("transition_status", table),
-            {
-                "id": row_id,
-                "expected": Status(expected).value,
-                "new": Status(new).value,
-                "failure_reason": failure_reason,
-            },
-        )
-        return cursor.rowcount == 1
-
-    def start(self, table: str, row_id: int, retry_failed: bool = False) -> bool:
-        """Walk one row to IN_PROGRESS through the legal states, from wherever it stands.
-
-        Work found PENDING is claimed (PENDING -> SCHEDULED -> IN_PROGRESS); work left
-        SCHEDULED or IN_PROGRESS by a worker that died continues; with ``retry_failed``
-        (an operator cleared the task) FAILED work starts again. Call it holding the
-        item's lease. Returns True if the row is now IN_PROGRESS.
-        """
-        steps = [(Status.PENDING, Status.SCHEDULED), (Status.SCHEDULED, Status.IN_PROGRESS)]
-        if retry_failed:
-            steps.insert(0, (Status.FAILED, Status.PENDING))
-        for expected, new in steps:
-            self.transition(table, row_id, expected, new)
-        return self.status_of(table, row_id) == Status.IN_PROGRESS
-
-    def transition_unpack(
-        self, transfer_id: int, expected: Status, new: Status, failure_reason: str | None = None
-    ) -> bool:
-        """Guarded change of a DataTransfer's unpack status (its transfer must be COMPLETED)."""
-        check_status_transition(expected, new)
-        touched = self.execute(
-            "transition_unpack_status",
-            id=transfer_id,
-            expected=Status(expected).value,
-            new=Status(new).value,
-            failure_reason=failure_reason,
-        )
-        return touched == 1
-
-    def transition_copy(
-        self,
-        copy_id: int,
-        expected: PhysicalCopyStatus,
-        new: PhysicalCopyStatus,
-        failure_reason: str | None = None,
-    ) -> bool:
-        """Move one PhysicalCopy between states, guarded like :meth:`transition`."""
-        check_copy_transition(expected, new)
-        touched = self.execute(
-            "transition_physical_copy",
-            id=copy_id,
-            expected=PhysicalCopyStatus(expected).value,
-            new=PhysicalCopyStatus(new).value,
-            failure_reason=failure_reason,
-        )
-        return touched == 1
-
     @contextmanager
     def lease(self, kind: str, row_id: int) -> Iterator[bool]:
         """Hold the lease on one work item for the block; yields False if another holds it.
@@ -301,8 +206,3 @@ class OpsDb:
         finally:
             if acquired:
                 self.fetch_value("release_lease", kind=kind, id=row_id)
-
-    def status_of(self, table: str, row_id: int) -> Status | None:
-        """Return the current status of one row, or None if it does not exist."""
-        row = self._run(table_query("status_of", table), {"id": row_id}).fetchone()
-        return None if row is None else Status(row["status"])

@@ -35,15 +35,14 @@ from itertools import groupby
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ccat_operators import checksums, metrics, safefs
+from ccat_operators import checksums, metrics, safefs, states, work
+from ccat_operators.faults import ItemFault
 from ccat_operators.opsdb import OpsDb
-from ccat_operators.states import Status
 from ccat_operators.tarstream import Member, MemberChangedError, write_archive
 from ccat_operators.topology import SETTINGS
 
 log = logging.getLogger(__name__)
 
-PACKAGE_KIND = "raw_data_package"
 PLAN_BATCH = 50_000
 CLAIM_BATCH = 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -146,64 +145,21 @@ def _record_package(
     return package_id
 
 
-@dataclass
-class WriteResult:
-    completed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    reclaimed: list[str] = field(default_factory=list)
-
-
-def reclaim_abandoned(db: OpsDb, location_id: int, kind: str, find_query: str, table: str) -> list[str]:
-    """Hand items left SCHEDULED / IN_PROGRESS by a dead worker back to PENDING."""
-    reclaimed = []
-    for row in db.fetch_all(find_query, location_id=location_id, limit=10_000):
-        with db.lease(kind, row["id"]) as mine:
-            if mine and db.transition(table, row["id"], Status(row["status"]), Status.PENDING):
-                log.warning("%s %s was %s with no live worker; back to PENDING", kind, row["name"], row["status"])
-                reclaimed.append(row["name"])
-    return reclaimed
-
-
-def write_packages(db: OpsDb, location: dict[str, Any]) -> WriteResult:
-    """Write every PENDING package of a SOURCE location into its site's buffer."""
-    result = WriteResult()
-    result.reclaimed = reclaim_abandoned(
-        db, location["id"], PACKAGE_KIND, "find_unfinished_raw_data_packages", "raw_data_package"
+def write_packages(db: OpsDb, location: dict[str, Any]) -> work.WorkResult:
+    """Write every PENDING package of a SOURCE location into its site's buffer (see :func:`work.run`)."""
+    result = work.WorkResult()
+    result.reclaimed = work.reclaim_abandoned(
+        db, states.PACKAGE, "find_unfinished_raw_data_packages", location_id=location["id"]
     )
-    while claimed := db.fetch_all("claim_pending_raw_data_packages", location_id=location["id"], limit=CLAIM_BATCH):
-        for position, package in enumerate(claimed):
-            try:
-                _write_claimed(db, package["id"], result)
-            except NoBufferError:
-                for rest in claimed[position:]:
-                    db.transition("raw_data_package", rest["id"], Status.SCHEDULED, Status.PENDING)
-                    db.transition("raw_data_package", rest["id"], Status.IN_PROGRESS, Status.PENDING)
-                raise
+    while claimed := states.claim(db, states.PACKAGE, location_id=location["id"], limit=CLAIM_BATCH):
+        work.run(db, states.PACKAGE, claimed, lambda row: _write(db, row["id"]), result)
     return result
 
 
-def _write_claimed(db: OpsDb, package_id: int, result: WriteResult) -> None:
-    with db.lease(PACKAGE_KIND, package_id) as mine:
-        if not mine or not db.transition("raw_data_package", package_id, Status.SCHEDULED, Status.IN_PROGRESS):
-            return
-        package = db.fetch_one("raw_data_package", id=package_id)
-        files = db.fetch_all("files_of_package", package_id=package_id)
-        try:
-            written = _write_tar(db, package, files)
-        except (MemberChangedError, safefs.UnsafePathError) as error:
-            kind = "source file changed or missing" if isinstance(error, MemberChangedError) else "refused"
-            reason = f"{kind}: {error}"
-            db.transition("raw_data_package", package_id, Status.IN_PROGRESS, Status.FAILED, reason)
-            log.error("package %s FAILED: %s", package["name"], reason)
-            result.failed[package["name"]] = reason
-            return
-        log.info(
-            "package %s: %d files, %d bytes, %s", package["name"], len(files), written["size"], written["checksum"]
-        )
-        result.completed.append(package["name"])
-
-
-def _write_tar(db: OpsDb, package: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
+def _write(db: OpsDb, package_id: int) -> work.Record:
+    """Write one package's tar into its site's buffer; return what records it."""
+    package = db.fetch_one("raw_data_package", id=package_id)
+    files = db.fetch_all("files_of_package", package_id=package_id)
     source_root = Path(package["source_root"])
     members = [
         Member(
@@ -216,11 +172,15 @@ def _write_tar(db: OpsDb, package: dict[str, Any], files: list[dict[str, Any]]) 
         )
         for f in files
     ]
-    total = sum(f["size_bytes"] for f in files)
-    buffer = choose_buffer(db, package["site"], total)
+    buffer = choose_buffer(db, package["site"], sum(f["size_bytes"] for f in files))
     algorithm = buffer["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
     started = time.monotonic()
-    archive = write_archive(Path(buffer["root_path"]), package["relative_path"], members, algorithm)
+    try:
+        archive = write_archive(Path(buffer["root_path"]), package["relative_path"], members, algorithm)
+    except MemberChangedError as error:
+        raise ItemFault(f"source file changed or missing: {error}") from error
+    except safefs.UnsafePathError as error:
+        raise ItemFault(f"refused: {error}") from error
     metrics.throughput(
         "packaging",
         {"site": package["site"], "location": buffer["name"], "checksum_algorithm": algorithm},
@@ -228,27 +188,17 @@ def _write_tar(db: OpsDb, package: dict[str, Any], files: list[dict[str, Any]]) 
         time.monotonic() - started,
         files=len(files),
     )
-    with db.transaction():
+    log.info("package %s: %d files, %d bytes, %s", package["name"], len(files), archive.size, archive.checksum)
+
+    def record() -> None:
         db.execute(
             "record_raw_data_package_written", id=package["id"], size_bytes=archive.size, checksum=archive.checksum
         )
-        db.fetch_value(
-            "upsert_package_copy",
-            location_id=buffer["id"],
-            package_id=package["id"],
-            path=package["relative_path"],
-            checksum=archive.checksum,
-        )
-        db.fetch_value(
-            "upsert_package_copy",
-            location_id=package["source_location_id"],
-            package_id=package["id"],
-            path=common_directory(f["relative_path"] for f in files),
-            checksum=None,
-        )
-        if not db.transition("raw_data_package", package["id"], Status.IN_PROGRESS, Status.COMPLETED):
-            raise RuntimeError(f"package {package['name']} left IN_PROGRESS while its tar was written")
-    return {"size": archive.size, "checksum": archive.checksum}
+        states.record_package_copy(db, buffer["id"], package["id"], package["relative_path"], archive.checksum)
+        source_directory = common_directory(f["relative_path"] for f in files)
+        states.record_package_copy(db, package["source_location_id"], package["id"], source_directory, None)
+
+    return record
 
 
 def common_directory(paths: Iterable[str]) -> str:

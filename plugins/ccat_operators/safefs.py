@@ -27,12 +27,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 
+from ccat_operators.faults import ItemFault
+
 PART_SUFFIX = ".part"
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LINK_ERRORS = (errno.ELOOP, errno.ENOTDIR)
 
 
-class UnsafePathError(Exception):
+class UnsafePathError(ItemFault):
     """A path below a storage root is unsafe to use: a link, not a directory, or outside the root."""
 
 

@@ -23,11 +23,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import archive, safefs, unpacking
-from ccat_operators.opsdb import OpsDb
+from ccat_operators import s3, safefs, states, work
+from ccat_operators.faults import ItemFault
+from ccat_operators.opsdb import OpsDb, Row
 from ccat_operators.states import LocationType, Status
+from ccat_operators.tarstream import Extracted, TarRefusedError, extract_verified
 from ccat_operators.units import parse_duration
-from ccat_operators.unpacking import BundleRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,8 @@ class StageResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def stage_job(db: OpsDb, job_id: int, client_factory: Callable = archive.s3_client) -> StageResult:
-    """Stage every package of a job that is not staged yet; COMPLETED when all are.
+def stage_job(db: OpsDb, job_id: int, client_factory: Callable = s3.client) -> StageResult:
+    """Stage every package of a job that is not staged yet; COMPLETED when all are (see :func:`work.run`).
 
     A package that cannot be staged (no verified archive copy yet, every copy refused,
     a link in the target path) fails by itself and the others go on; the job is then
@@ -185,26 +186,21 @@ def stage_job(db: OpsDb, job_id: int, client_factory: Callable = archive.s3_clie
     """
     job = db.fetch_one("staging_job", id=job_id)
     result = StageResult(job["name"])
+    if job["status"] == Status.COMPLETED:
+        result.already = [p["name"] for p in db.fetch_all("staging_job_packages", job_id=job_id)]
+        return result
     location = db.fetch_one("data_location_by_id", id=job["destination_location_id"])
-    with db.lease("staging_job", job_id) as mine:
-        if not mine:
-            raise RuntimeError(f"staging job {job['name']} is being worked on by another worker")
-        if job["status"] == Status.COMPLETED:
-            result.already = [p["name"] for p in db.fetch_all("staging_job_packages", job_id=job_id)]
-            return result
-        db.start("staging_job", job_id, retry_failed=True)
-        try:
-            _stage_packages(db, job, location, client_factory, result)
-        except BaseException as error:
-            db.transition(
-                "staging_job", job_id, Status.IN_PROGRESS, Status.PENDING, f"interrupted ({error}); will retry"
-            )
-            raise
+
+    def attempt(row: Row) -> work.Record:
+        _stage_packages(db, job, location, client_factory, result)
         if result.failed:
-            reason = "; ".join(f"{name}: {why}" for name, why in result.failed.items())
-            db.transition("staging_job", job_id, Status.IN_PROGRESS, Status.FAILED, reason)
-        else:
-            db.transition("staging_job", job_id, Status.IN_PROGRESS, Status.COMPLETED)
+            raise ItemFault("; ".join(f"{name}: {why}" for name, why in result.failed.items()))
+        return None
+
+    outcome = work.WorkResult()
+    work.run(db, states.STAGING_JOB, [{"id": job_id, "name": job["name"]}], attempt, outcome, retry_failed=True)
+    if not outcome.completed and not outcome.failed:
+        raise RuntimeError(f"staging job {job['name']} is being worked on by another worker")
     return result
 
 
@@ -218,9 +214,9 @@ def _stage_packages(
         try:
             _stage_package(db, job, package, location, client_factory)
             result.staged.append(package["name"])
-        except (BundleRefusedError, StagingRequestError, safefs.UnsafePathError) as error:
+        except (ItemFault, StagingRequestError) as error:
             result.failed[package["name"]] = str(error)
-            db.execute("set_staging_job_package_status", job_id=job["id"], package_id=package["id"], status="FAILED")
+            states.set_staging_package(db, job["id"], package["id"], Status.FAILED)
             log.error("staging %s: package %s: %s", job["name"], package["name"], error)
 
 
@@ -251,7 +247,7 @@ def _stage_package(
     for source in copies:
         try:
             extracted = _fetch(client_factory(source), source, package, files, Path(location["root_path"]), job["name"])
-        except BundleRefusedError as error:
+        except TarRefusedError as error:
             refusals.append(f"{source['site']}/{source['name']}: {error}")
             log.error("staging %s: copy of %s at %s/%s refused: %s", job["name"], package["name"], source["site"],
                       source["name"], error)  # fmt: skip
@@ -262,23 +258,16 @@ def _stage_package(
             extracted.discard()
             raise
         with db.transaction():
-            db.fetch_value(
-                "upsert_staged_copy",
-                location_id=location["id"],
-                package_id=package["id"],
-                job_id=job["id"],
-                path=job["name"],
-                checksum=package["checksum"],
-            )
-            db.execute("set_staging_job_package_status", job_id=job["id"], package_id=package["id"], status="COMPLETED")
+            states.record_staged_copy(db, location["id"], package["id"], job["id"], job["name"], package["checksum"])
+            states.set_staging_package(db, job["id"], package["id"], Status.COMPLETED)
         log.info("staged %s from %s/%s into %s/%s", package["name"], source["site"], source["name"],
                  location["root_path"], job["name"])  # fmt: skip
         return
-    raise BundleRefusedError("every archive copy was refused: " + "; ".join(refusals))
+    raise TarRefusedError("every archive copy was refused: " + "; ".join(refusals))
 
 
 def _fetch(client, source: dict[str, Any], package: dict[str, Any], files: list[dict[str, Any]], root: Path,
-           directory: str) -> unpacking.Extracted:  # fmt: skip
+           directory: str) -> Extracted:  # fmt: skip
     """Stream one archive copy into ``root/directory`` as verified ``.part`` files.
 
     A copy missing from its bucket is a refusal of that copy (another may serve);
@@ -289,10 +278,10 @@ def _fetch(client, source: dict[str, Any], package: dict[str, Any], files: list[
     try:
         body = client.get_object(Bucket=source["s3_bucket"], Key=source["path"])["Body"]
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-            raise BundleRefusedError(f"s3://{source['s3_bucket']}/{source['path']} is missing") from None
+        if s3.is_missing(error):
+            raise TarRefusedError(f"s3://{source['s3_bucket']}/{source['path']} is missing") from None
         raise
     try:
-        return unpacking.extract_verified(_ReadInto(body), package["checksum"], files, root, directory)
+        return extract_verified(_ReadInto(body), package["checksum"], files, root, directory)
     finally:
         body.close()

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ccat_operators import checksums, metrics, safefs
+from ccat_operators import checksums, metrics, safefs, states
 from ccat_operators.bundling import bundle_path
 from ccat_operators.hooks.transfer import TransferHook
 from ccat_operators.opsdb import OpsDb
@@ -37,7 +37,6 @@ from ccat_operators.tarstream import part_path
 
 log = logging.getLogger(__name__)
 
-TRANSFER_KIND = "data_transfer"
 LOG_DIRECTORY = ".ccat/transfer_logs"
 
 
@@ -66,7 +65,7 @@ def send_transfer(
 
     Raises on failure after recording it (PENDING for a retry, FAILED if ``last_try``).
     """
-    with db.lease(TRANSFER_KIND, transfer_id) as mine:
+    with states.lease(db, states.TRANSFER, transfer_id) as mine:
         if not mine:
             log.info("transfer %s is being sent by another worker", transfer_id)
             return "busy"
@@ -77,7 +76,7 @@ def send_transfer(
             return "done"
         if transfer["depends_on_status"] not in (None, Status.COMPLETED):
             raise RuntimeError(f"transfer {transfer_id} waits for transfer {transfer['depends_on_transfer_id']}")
-        if not db.start("data_transfer", transfer_id, retry_failed=True):  # a cleared FAILED try goes again
+        if not states.start(db, states.TRANSFER, transfer_id, retry_failed=True):  # a cleared FAILED try goes again
             raise RuntimeError(f"transfer {transfer_id} could not be moved to IN_PROGRESS")
         attempt = db.fetch_value("start_transfer_attempt", id=transfer_id)
         log_relative = f"{LOG_DIRECTORY}/transfer_{transfer_id}_attempt_{attempt}.log"
@@ -93,7 +92,7 @@ def send_transfer(
             db.execute("finish_data_transfer_log", transfer_id=transfer_id, attempt=attempt, succeeded=False)
             # A link in the destination path does not go away by retrying: fail at once.
             new = Status.FAILED if last_try or isinstance(error, safefs.UnsafePathError) else Status.PENDING
-            db.transition("data_transfer", transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
+            states.move(db, states.TRANSFER, transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
             log.error("transfer %s attempt %s failed (%s): %s; log %s", transfer_id, attempt, new, error, log_path)
             raise
         db.execute("finish_data_transfer_log", transfer_id=transfer_id, attempt=attempt, succeeded=True)
@@ -130,14 +129,14 @@ def _send_and_verify(db: OpsDb, transfer: dict[str, Any], hook: TransferHook, lo
     with db.transaction():
         if outcome == "sent":
             db.execute("record_transfer_metrics", id=transfer["id"], bytes_sent=transfer["size_bytes"], seconds=seconds)
-        db.fetch_value(
-            "upsert_bundle_copy",
-            location_id=transfer["destination_location_id"],
-            bundle_id=transfer["data_transfer_package_id"],
-            path=relative,
-            checksum=transfer["checksum"],
+        states.record_bundle_copy(
+            db,
+            transfer["destination_location_id"],
+            transfer["data_transfer_package_id"],
+            relative,
+            transfer["checksum"],
         )
-        if not db.transition("data_transfer", transfer["id"], Status.IN_PROGRESS, Status.COMPLETED):
+        if not states.move(db, states.TRANSFER, transfer["id"], Status.IN_PROGRESS, Status.COMPLETED):
             raise RuntimeError(f"transfer {transfer['id']} left IN_PROGRESS while it was being sent")
     log_file.write(f"{outcome}: {transfer['bundle']} verified at the destination ({transfer['checksum']})\n")
     log.info("transfer %s: %s %s in %.1f s", transfer["id"], outcome, transfer["bundle"], seconds)

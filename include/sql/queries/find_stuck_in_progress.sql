@@ -1,7 +1,8 @@
--- Work items IN_PROGRESS for longer than %(older_than)s (served by the *_stuck indexes).
-SELECT id, status_changed_at
+-- Work items of one status column (states.WORK_COLUMNS) IN_PROGRESS for longer than
+-- %(older_than)s, served by the *_stuck partial indexes.
+SELECT id, {changed_at} AS status_changed_at
 FROM {table}
-WHERE status = 'IN_PROGRESS'
-  AND status_changed_at < now() - %(older_than)s::interval
-ORDER BY status_changed_at
+WHERE {column} = 'IN_PROGRESS'
+  AND {changed_at} < now() - %(older_than)s::interval
+ORDER BY {changed_at}
 LIMIT %(limit)s;

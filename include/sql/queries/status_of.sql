@@ -1,1 +1,1 @@
-SELECT status FROM {table} WHERE id = %(id)s;
+SELECT {column} AS status FROM {table} WHERE id = %(id)s;

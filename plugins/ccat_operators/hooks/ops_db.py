@@ -8,15 +8,14 @@ from typing import Any
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from ccat_operators.opsdb import OpsDb, Row
-from ccat_operators.states import Status
 
 
 class OpsDbHook(PostgresHook):
     """PostgresHook for ops-db exposing the named queries in ``include/sql/queries/``.
 
-    State changes are guarded (``WHERE status = expected``; zero rows = already done)
-    and work is claimed with ``FOR UPDATE SKIP LOCKED``, so a retried or cleared task,
-    or two overlapping runs, never corrupt state.
+    State changes go through :mod:`ccat_operators.states` (guarded moves, checked by
+    ops-db itself) and work is claimed with ``FOR UPDATE SKIP LOCKED``, so a retried or
+    cleared task, or two overlapping runs, never corrupt state.
 
     :param ccat_ops_db_conn_id: Airflow connection to ops-db (default ``ccat_ops_db``).
     """
@@ -42,9 +41,3 @@ class OpsDbHook(PostgresHook):
     def execute(self, query: str, /, **params: Any) -> int:
         """Run the named statement and return the number of rows it touched."""
         return self.ops_db.execute(query, **params)
-
-    def transition(
-        self, table: str, row_id: int, expected: Status, new: Status, failure_reason: str | None = None
-    ) -> bool:
-        """Guarded status change; False when the row was not in ``expected``."""
-        return self.ops_db.transition(table, row_id, expected, new, failure_reason)

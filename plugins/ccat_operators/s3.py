@@ -1,0 +1,90 @@
+"""S3 storage of the long-term archives: clients, and what S3's answers mean.
+
+Used by archiving (uploads), staging (downloads) and anything else that reads an S3
+location. An S3 answer is not trusted: :func:`is_storage_fault` sorts errors into the
+storage's (unreachable, credentials refused, overloaded: stop and retry later, costing
+no item anything) and the item's (anything else the server refuses about one object).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+#: Answers that mean the storage (or our access to it) is failing, whatever the object.
+STORAGE_CODES = frozenset({
+    "401", "403", "Forbidden", "AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "TokenRefreshRequired", "RequestTimeTooSkewed",
+    "NoSuchBucket", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
+})  # fmt: skip
+
+
+def client(location: dict[str, Any]):
+    """A boto3 S3 client for an S3 location, credentials from its Airflow AWS connection."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.config import Config
+
+    hook = S3Hook(aws_conn_id=location["s3_conn_id"], region_name=location["s3_region"])
+    return hook.get_session().client(
+        "s3",
+        endpoint_url=location["s3_endpoint_url"] or hook.conn_config.endpoint_url,
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=120,
+        ),
+    )
+
+
+def error_code(error: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError (a HEAD's is its HTTP status), else None."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code"))
+    return None
+
+
+def is_missing(error: BaseException) -> bool:
+    """True if S3 answered that the object (or bucket) is not there."""
+    return error_code(error) in MISSING_CODES
+
+
+def is_storage_fault(error: BaseException) -> bool:
+    """True for failures of the storage rather than of one object: it is down, refuses us, or is overloaded."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, NoCredentialsError
+
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return error_code(error) in STORAGE_CODES or status >= 500
+    return isinstance(error, (ConnectionError, HTTPClientError, NoCredentialsError))
+
+
+def ensure_bucket(s3, bucket: str) -> None:
+    """Create ``bucket`` if it does not exist (idempotent)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error_code(error) not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        s3.create_bucket(Bucket=bucket)
+        log.info("created bucket %s", bucket)
+
+
+def head(s3, bucket: str, key: str) -> dict[str, Any] | None:
+    """The object's HEAD (with its checksums), or None if it is not there."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except ClientError as error:
+        if is_missing(error):
+            return None
+        raise
