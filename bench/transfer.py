@@ -57,10 +57,8 @@ def main() -> int:
         size = bundle.stat().st_size
         destination = work / "cologne" / "buffer" / "data_transfer_packages" / "bench_bundle.tar.part"
 
-        hook = TransferHook("rsync", ssh_conn_id="bench")
-        hook.__dict__["endpoint"] = SshEndpoint(
-            network.sites["cologne"].address, 22, "root", str(network.key), check_host_key=False
-        )
+        endpoint = SshEndpoint(network.sites["cologne"].address, 22, "root", str(network.key), check_host_key=False)
+        hook = TransferHook("rsync", endpoint=endpoint)
         send = network.argv("ccat", hook.send_argv(bundle, str(destination)))
         raw = network.argv("ccat", hook.remote_argv(["sh", "-c", "cat > /dev/null"]))
         verify = network.argv("ccat", hook.remote_argv(["sha256sum", "--", str(destination)]))

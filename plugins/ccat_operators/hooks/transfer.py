@@ -3,15 +3,28 @@
 Three methods:
 
 ``rsync``
-    rsync over SSH (the default, and what the tests use). The SSH endpoint is an Airflow
-    SSH connection per destination (host, port, login, ``key_file`` and
-    ``no_host_key_check`` extras). Resumable: ``--partial --inplace --append-verify``.
+    rsync over SSH (the default, and what the tests use). Resumable:
+    ``--partial --inplace --append-verify``.
 ``bbcp``
     The production tool for the long link: parallel streams (``streams``), TCP window
     (``window``) and an end-to-end checksum (``checksum: true``) from the route settings,
     over the same SSH connection. If the binary is absent the route is invalid and says so.
 ``local``
     Same host (the demo): a plain copy.
+
+The SSH endpoint of a destination is an Airflow SSH connection, read by the SSH
+provider's :class:`~airflow.providers.ssh.hooks.ssh.SSHHook` (so keys and host keys may
+come from a secrets backend) and turned into the options ``ssh`` needs on the command
+lines of rsync (``-e``), bbcp (``-T``) and the remote commands: ``key_file``, or
+``private_key`` (+ ``private_key_passphrase``) written to a private temporary file while
+a command runs; ``host_key`` written to a temporary known_hosts file and enforced (no
+other key accepted); ``no_host_key_check`` / ``allow_host_key_change`` (no check);
+``conn_timeout`` (``ConnectTimeout``). ssh runs in BatchMode, so a connection with only
+a password is refused with a message saying so.
+
+Every command runs in its own process group with a wall-clock limit of
+:data:`MIN_WALL_CLOCK` + bytes / :data:`THROUGHPUT_FLOOR` (what it copies or reads);
+:meth:`TransferHook.kill` (the send operator's ``on_kill``) ends the running group.
 
 Every argv is built by a small pure method so it can be unit-tested without a network;
 remote commands are argv lists too, quoted with ``shlex.join`` for the remote shell.
@@ -22,10 +35,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
-from contextlib import suppress
-from dataclasses import dataclass
-from functools import cached_property
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,26 +53,171 @@ from ccat_operators.states import TransferMethod
 CHUNK = 1 << 20
 REMOTE_HASH_COMMANDS = {"sha256": ["sha256sum", "--"], "xxh3_128": ["xxhsum", "-H2", "--"]}
 
+#: Wall-clock limit of every transfer command (copy or remote command), in seconds:
+#: ``MIN_WALL_CLOCK + bytes / THROUGHPUT_FLOOR``, bytes being what it copies or reads.
+#: Generous on purpose: stalls are caught sooner by the route's ``timeout`` (I/O silence,
+#: rsync) and ssh's keep-alives; this limit only ends a command that crawls forever.
+MIN_WALL_CLOCK = 900.0  # connection set-up, a busy sshd, a slow remote disk
+THROUGHPUT_FLOOR = 1_000_000  # bytes per second (8 Mbit/s): far below any link the pipeline uses
+#: Seconds between SIGTERM and SIGKILL when a command's process group is ended.
+KILL_GRACE = 5.0
+
 
 class InvalidRouteError(RuntimeError):
-    """The route's transfer method cannot run here (missing binary, bad settings)."""
+    """The route's transfer method cannot run here (missing binary, bad settings, unusable connection)."""
 
 
 class TransferCommandError(RuntimeError):
     """The transfer or a remote command exited non-zero."""
 
 
+class TransferTimeoutError(TransferCommandError):
+    """A command ran past its wall-clock limit and was ended."""
+
+
+class TransferStoppedError(TransferCommandError):
+    """The hook was told to stop (:meth:`TransferHook.kill`, the task's ``on_kill``)."""
+
+
 @dataclass(frozen=True)
 class SshEndpoint:
+    """Where and how ``ssh`` reaches a destination.
+
+    :param key_file: private key file on this host.
+    :param private_key: private key text (OpenSSH or PEM, unencrypted), written to a
+        private temporary file while a command runs; never shown in ``repr``.
+    :param host_key: ``<type> <base64>``: the only host key accepted.
+    :param check_host_key: False skips host key checking (not with ``host_key``).
+    :param connect_timeout: seconds ssh waits for the connection (``ConnectTimeout``).
+    """
+
     host: str
     port: int = 22
     login: str | None = None
     key_file: str | None = None
+    private_key: str | None = field(default=None, repr=False)
+    host_key: str | None = None
     check_host_key: bool = True
+    connect_timeout: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.key_file and self.private_key:
+            raise ValueError("an SSH endpoint takes key_file or private_key, not both")
+        if self.host_key and not self.check_host_key:
+            raise ValueError("a host_key is always checked: drop no_host_key_check")
 
     @property
     def target(self) -> str:
         return f"{self.login}@{self.host}" if self.login else self.host
+
+    def known_hosts_line(self) -> str:
+        """The known_hosts line accepting ``host_key`` for this host and port."""
+        if self.host_key is None:
+            raise ValueError("no host_key")
+        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return f"{name} {self.host_key}\n"
+
+
+@dataclass(frozen=True)
+class SshFiles:
+    """Temporary files an endpoint's ssh options name (see :func:`ssh_files`)."""
+
+    identity_file: str | None = None
+    known_hosts_file: str | None = None
+
+
+#: No temporary files: for endpoints with neither an inline key nor a host key.
+NO_FILES = SshFiles()
+
+
+@contextmanager
+def ssh_files(endpoint: SshEndpoint) -> Iterator[SshFiles]:
+    """The endpoint's inline private key and host key as files (mode 0600, in a 0700 directory), removed after."""
+    if endpoint.private_key is None and endpoint.host_key is None:
+        yield NO_FILES
+        return
+    directory = Path(tempfile.mkdtemp(prefix="ccat-ssh-"))
+    try:
+        identity = known_hosts = None
+        if endpoint.private_key is not None:
+            identity = _write_private(directory / "identity", endpoint.private_key)
+        if endpoint.host_key is not None:
+            known_hosts = _write_private(directory / "known_hosts", endpoint.known_hosts_line())
+        yield SshFiles(identity, known_hosts)
+    finally:
+        shutil.rmtree(directory)
+
+
+def _write_private(path: Path, text: str) -> str:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "w") as stream:
+        stream.write(text if text.endswith("\n") else f"{text}\n")  # OpenSSH wants the final newline
+    return str(path)
+
+
+def _unencrypted_key(text: str, passphrase: str | None) -> str:
+    """``text`` as an unencrypted OpenSSH private key (ssh in BatchMode cannot ask for a passphrase)."""
+    if not passphrase:
+        return text
+    from cryptography.hazmat.primitives import serialization
+
+    data, password = text.encode(), passphrase.encode()
+    for load in (serialization.load_ssh_private_key, serialization.load_pem_private_key):
+        try:
+            key = load(data, password)
+        except TypeError:  # not encrypted after all: usable as it is
+            return text
+        except ValueError:  # not this format
+            continue
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+    raise InvalidRouteError("the connection's private_key cannot be decrypted with its private_key_passphrase")
+
+
+def ssh_endpoint(ssh_conn_id: str) -> SshEndpoint:
+    """The endpoint of an Airflow SSH connection, its extras read by the SSH provider's SSHHook.
+
+    Raises InvalidRouteError for a connection with only a password.
+    """
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    ssh = SSHHook(ssh_conn_id=ssh_conn_id)  # parses and checks host, port, login and every extra
+    private_key = None
+    if ssh.pkey is not None:  # SSHHook keeps only the parsed key: ssh needs the text
+        extra = ssh.get_connection(ssh_conn_id).extra_dejson
+        private_key = _unencrypted_key(extra["private_key"], extra.get("private_key_passphrase"))
+    elif ssh.password and not ssh.key_file:
+        raise InvalidRouteError(
+            f"SSH connection {ssh_conn_id!r} has only a password: rsync, bbcp and the remote commands run ssh in "
+            "BatchMode, which cannot type one; give the connection a key (extra key_file or private_key)"
+        )
+    host_key = f"{ssh.host_key.get_name()} {ssh.host_key.get_base64()}" if ssh.host_key is not None else None
+    return SshEndpoint(
+        host=ssh.remote_host,
+        port=int(ssh.port),
+        login=ssh.username,
+        key_file=None if private_key else ssh.key_file,
+        private_key=private_key,
+        host_key=host_key,
+        check_host_key=host_key is not None or not (ssh.no_host_key_check or ssh.allow_host_key_change),
+        connect_timeout=ssh.conn_timeout,
+    )
+
+
+def _dies_with_this_process() -> list[str]:
+    """``setpriv --pdeathsig KILL --`` (util-linux) if present: the command dies with this process.
+
+    A command in a session of its own is out of reach of signals to the worker's process
+    group; without this it would keep copying after the worker was killed.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    with suppress(ProcessLookupError):  # the group has already gone
+        os.killpg(process.pid, signum)
 
 
 class TransferHook(BaseHook):
@@ -66,6 +227,7 @@ class TransferHook(BaseHook):
     :param ssh_conn_id: Airflow SSH connection of the destination host (not for ``local``).
     :param settings: route settings (bbcp: ``streams``, ``window``, ``checksum``;
         all: ``timeout`` seconds of I/O silence before giving up, default 600).
+    :param endpoint: the destination given directly instead of ``ssh_conn_id``.
     """
 
     conn_name_attr = "ssh_conn_id"
@@ -73,27 +235,35 @@ class TransferHook(BaseHook):
     conn_type = "ssh"
     hook_name = "CCAT transfer"
 
-    def __init__(self, method: str, ssh_conn_id: str | None = None, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        method: str,
+        ssh_conn_id: str | None = None,
+        settings: dict[str, Any] | None = None,
+        *,
+        endpoint: SshEndpoint | None = None,
+    ) -> None:
         super().__init__()
+        if ssh_conn_id is not None and endpoint is not None:
+            raise ValueError("give ssh_conn_id or endpoint, not both")
         self.method = TransferMethod(method)
         self.ssh_conn_id = ssh_conn_id
         self.settings = settings or {}
+        self._endpoint = endpoint
+        self._running: subprocess.Popen | None = None
+        self._stopped = False
+        self._sizes: dict[str, int] = {}  # remote sizes seen by size(): the checksum's time limit
 
     # -- configuration ---------------------------------------------------------------
 
-    @cached_property
+    @property
     def endpoint(self) -> SshEndpoint:
-        if self.ssh_conn_id is None:
-            raise InvalidRouteError(f"method {self.method} needs an SSH connection id for the destination")
-        conn = self.get_connection(self.ssh_conn_id)
-        extra = conn.extra_dejson
-        return SshEndpoint(
-            host=conn.host,
-            port=int(conn.port or 22),
-            login=conn.login,
-            key_file=extra.get("key_file"),
-            check_host_key=str(extra.get("no_host_key_check", "false")).lower() != "true",
-        )
+        """The destination's SSH endpoint (read from the connection on first use)."""
+        if self._endpoint is None:
+            if self.ssh_conn_id is None:
+                raise InvalidRouteError(f"method {self.method} needs an SSH connection id for the destination")
+            self._endpoint = ssh_endpoint(self.ssh_conn_id)
+        return self._endpoint
 
     def validate(self) -> None:
         """Raise InvalidRouteError if this method cannot run on this host."""
@@ -104,25 +274,40 @@ class TransferHook(BaseHook):
                 f"(install it on this worker or change the route's method)"
             )
 
+    @staticmethod
+    def wall_clock_limit(size_bytes: int) -> float:
+        """Seconds a command copying or reading ``size_bytes`` may take in all."""
+        return MIN_WALL_CLOCK + size_bytes / THROUGHPUT_FLOOR
+
     # -- argv builders (pure) ------------------------------------------------------------
 
-    def ssh_argv(self) -> list[str]:
-        """``ssh`` with the endpoint's options, no host or command."""
+    def ssh_argv(self, files: SshFiles = NO_FILES) -> list[str]:
+        """``ssh`` with the endpoint's options, no host or command; ``files`` from :func:`ssh_files`."""
         endpoint = self.endpoint
         argv = ["ssh", "-p", str(endpoint.port), "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15"]
-        if endpoint.key_file:
-            argv += ["-i", endpoint.key_file, "-o", "IdentitiesOnly=yes"]
-        if not endpoint.check_host_key:
+        if endpoint.connect_timeout:
+            argv += ["-o", f"ConnectTimeout={int(endpoint.connect_timeout)}"]
+        if endpoint.private_key is not None and files.identity_file is None:
+            raise ValueError("an inline private key needs its file: build the command inside ssh_files()")
+        identity = files.identity_file if endpoint.private_key is not None else endpoint.key_file
+        if identity:
+            argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
+        if endpoint.host_key is not None:
+            if files.known_hosts_file is None:
+                raise ValueError("a host key needs its known_hosts file: build the command inside ssh_files()")
+            argv += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={files.known_hosts_file}",
+                     "-o", "GlobalKnownHostsFile=/dev/null"]  # fmt: skip
+        elif not endpoint.check_host_key:
             argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
         return argv
 
-    def send_argv(self, source: Path, destination: str) -> list[str]:
+    def send_argv(self, source: Path, destination: str, files: SshFiles = NO_FILES) -> list[str]:
         """The command that copies ``source`` to ``destination`` (a path at the destination)."""
         timeout = str(int(self.settings.get("timeout", 600)))
         if self.method == TransferMethod.RSYNC:
             return [
                 "rsync", "--inplace", "--partial", "--append-verify", "--mkpath", "--stats",
-                f"--timeout={timeout}", "-e", shlex.join(self.ssh_argv()),
+                f"--timeout={timeout}", "-e", shlex.join(self.ssh_argv(files)),
                 str(source), f"{self.endpoint.target}:{destination}",
             ]  # fmt: skip
         if self.method == TransferMethod.BBCP:
@@ -130,27 +315,99 @@ class TransferHook(BaseHook):
                 "bbcp", "-f", "-P", "30",
                 "-s", str(int(self.settings.get("streams", 4))),
                 "-w", str(self.settings.get("window", "8M")),
-                "-T", shlex.join([*self.ssh_argv(), "-x", "-a", "%I", "%U@%H", "bbcp"]),
+                "-T", shlex.join([*self.ssh_argv(files), "-x", "-a", "%I", "%U@%H", "bbcp"]),
             ]  # fmt: skip
             if self.settings.get("checksum", True):
                 argv += ["-e", "-E", "md5"]
             return [*argv, str(source), f"{self.endpoint.target}:{destination}"]
         raise InvalidRouteError("the local method copies in-process; it has no command")
 
-    def remote_argv(self, command: list[str]) -> list[str]:
+    def remote_argv(self, command: list[str], files: SshFiles = NO_FILES) -> list[str]:
         """``ssh host -- command`` with the command quoted for the remote shell."""
-        return [*self.ssh_argv(), self.endpoint.target, "--", shlex.join(command)]
+        return [*self.ssh_argv(files), self.endpoint.target, "--", shlex.join(command)]
+
+    # -- running commands --------------------------------------------------------------
+
+    def run(
+        self, argv: list[str], *, timeout: float, log: IO[str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Run ``argv`` in its own process group for at most ``timeout`` seconds; output to ``log``.
+
+        Raises TransferTimeoutError past ``timeout`` and TransferStoppedError after
+        :meth:`kill` (the group ended in both cases), TransferCommandError on a non-zero
+        exit if ``check``. Nothing of the group outlives the call, and the command is
+        killed if this process dies (``setpriv --pdeathsig``).
+        """
+        if self._stopped:
+            raise TransferStoppedError(f"not running {argv[0]}: the transfer was stopped")
+        prefix = _dies_with_this_process()
+        if not prefix:
+            self.log.warning("setpriv not found: %s would outlive this worker process if it were killed", argv[0])
+        process = subprocess.Popen(
+            [*prefix, *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        self._running = process
+        timed_out = False
+        try:
+            if self._stopped:  # kill() came while the process was starting
+                _signal_group(process, signal.SIGTERM)
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                stdout, stderr = self._end(process)
+        finally:
+            if process.returncode is None:  # interrupted here (KeyboardInterrupt, ...): leave nothing behind
+                self._end(process)
+            self._running = None
+        if log is not None:
+            log.write(f"$ {shlex.join(argv)}\n{stdout}{stderr}exit {process.returncode}\n")
+            log.flush()
+        if timed_out:
+            raise TransferTimeoutError(f"{argv[0]} ran longer than its limit of {timeout:.0f} s and was stopped")
+        if self._stopped:
+            raise TransferStoppedError(f"{argv[0]} was stopped: the task was killed")
+        if check and process.returncode != 0:
+            raise TransferCommandError(f"{argv[0]} exited {process.returncode}: {stderr.strip()[-500:]}")
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+    @staticmethod
+    def _end(process: subprocess.Popen) -> tuple[str, str]:
+        """SIGTERM the process group, SIGKILL it after :data:`KILL_GRACE`; the output so far."""
+        _signal_group(process, signal.SIGTERM)
+        try:
+            return process.communicate(timeout=KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            return process.communicate()
+
+    def kill(self) -> None:
+        """Stop the running command's process group, and run no further command.
+
+        For ``on_kill``: safe from another thread or a signal handler (no lock, no wait).
+        The group gets SIGTERM now and SIGKILL after :data:`KILL_GRACE` if it is still
+        running; the call in :meth:`run` then raises TransferStoppedError.
+        """
+        self._stopped = True
+        process = self._running
+        if process is None or process.returncode is not None:
+            return
+        _signal_group(process, signal.SIGTERM)
+        hard = threading.Timer(KILL_GRACE, self._kill_hard, args=(process,))
+        hard.daemon = True
+        hard.start()
+
+    def _kill_hard(self, process: subprocess.Popen) -> None:
+        if self._running is process:  # run() has not finished with it: the group is still there
+            _signal_group(process, signal.SIGKILL)
+
+    def _remote(self, command: list[str], log: IO[str] | None = None, *, size: int = 0, check: bool = True):
+        with ssh_files(self.endpoint) as files:
+            return self.run(self.remote_argv(command, files), timeout=self.wall_clock_limit(size), log=log,
+                            check=check)  # fmt: skip
 
     # -- operations -------------------------------------------------------------------
-
-    def _run(self, argv: list[str], log: IO[str] | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run(argv, capture_output=True, text=True)
-        if log is not None:
-            log.write(f"$ {shlex.join(argv)}\n{result.stdout}{result.stderr}exit {result.returncode}\n")
-            log.flush()
-        if result.returncode != 0:
-            raise TransferCommandError(f"{argv[0]} exited {result.returncode}: {result.stderr.strip()[-500:]}")
-        return result
 
     def guard(self, root: str, relative_dir: str, log: IO[str] | None = None) -> None:
         """Create ``root/relative_dir`` at the destination; refuse it if a link lies below ``root``.
@@ -164,22 +421,27 @@ class TransferHook(BaseHook):
         safefs.parts_of(relative_dir)
         target = f"{root.rstrip('/')}/{relative_dir}"
         self._check_resolves_to_itself(root, target, log)
-        self._run(self.remote_argv(["mkdir", "-p", "--", target]), log)
+        self._remote(["mkdir", "-p", "--", target], log)
         self._check_resolves_to_itself(root, target, log)
 
     def _check_resolves_to_itself(self, root: str, target: str, log: IO[str] | None) -> None:
-        output = self._run(self.remote_argv(["readlink", "-m", "--", root, target]), log).stdout.splitlines()
+        output = self._remote(["readlink", "-m", "--", root, target], log).stdout.splitlines()
         if len(output) != 2 or output[1] != f"{output[0].rstrip('/')}/{target[len(root.rstrip('/')) + 1 :]}":
             raise safefs.UnsafePathError(f"{target} at the destination goes through a symbolic link; refusing it")
 
     def send(self, source: Path, destination: str, log: IO[str]) -> None:
-        """Copy ``source`` to ``destination`` (in a directory :meth:`guard` created), output to ``log``."""
+        """Copy ``source`` to ``destination`` (in a directory :meth:`guard` created), output to ``log``.
+
+        The copy may take :meth:`wall_clock_limit` of the source's size; :meth:`kill` stops it.
+        """
         if self.method == TransferMethod.LOCAL:
-            _copy_without_links(source, destination)
+            _copy_without_links(source, destination, stopped=lambda: self._stopped)
             log.write(f"copied {source} -> {destination}\n")
             return
         self.validate()
-        self._run(self.send_argv(source, destination), log)
+        limit = self.wall_clock_limit(source.stat().st_size)
+        with ssh_files(self.endpoint) as files:
+            self.run(self.send_argv(source, destination, files), timeout=limit, log=log)
 
     def size(self, path: str) -> int | None:
         """Size of ``path`` at the destination, or None if it does not exist."""
@@ -188,18 +450,19 @@ class TransferHook(BaseHook):
                 return os.stat(path).st_size
             except FileNotFoundError:
                 return None
-        result = subprocess.run(self.remote_argv(["stat", "-c", "%s", "--", path]), capture_output=True, text=True)
+        result = self._remote(["stat", "-c", "%s", "--", path], check=False)
         if result.returncode != 0:
             if "No such file" in result.stderr:
                 return None
             raise TransferCommandError(f"stat at destination failed: {result.stderr.strip()}")
-        return int(result.stdout.strip())
+        self._sizes[path] = int(result.stdout.strip())
+        return self._sizes[path]
 
     def checksum(self, path: str, algorithm: str) -> str:
         """``algorithm:hex`` of ``path`` at the destination, read there."""
         if self.method == TransferMethod.LOCAL:
             return checksums.file_checksum(Path(path), algorithm)
-        output = self._run(self.remote_argv([*REMOTE_HASH_COMMANDS[algorithm], path])).stdout
+        output = self._remote([*REMOTE_HASH_COMMANDS[algorithm], path], size=self._sizes.get(path, 0)).stdout
         return f"{algorithm}:{output.split()[0]}"
 
     def rename(self, source: str, destination: str) -> None:
@@ -207,7 +470,7 @@ class TransferHook(BaseHook):
         if self.method == TransferMethod.LOCAL:
             os.replace(source, destination)
             return
-        self._run(self.remote_argv(["mv", "-fT", "--", source, destination]))
+        self._remote(["mv", "-fT", "--", source, destination])
 
     def remove(self, path: str) -> None:
         """Delete one of our own temporary files at the destination (never data)."""
@@ -216,15 +479,21 @@ class TransferHook(BaseHook):
         if self.method == TransferMethod.LOCAL:
             Path(path).unlink(missing_ok=True)
             return
-        self._run(self.remote_argv(["rm", "-f", "--", path]))
+        self._remote(["rm", "-f", "--", path])
 
 
-def _copy_without_links(source: Path, destination: str) -> None:
-    """Copy into a fresh ``destination``: whatever stood there (a link included) is replaced, not written through."""
+def _copy_without_links(source: Path, destination: str, stopped: Callable[[], bool]) -> None:
+    """Copy into a fresh ``destination``: whatever stood there (a link included) is replaced, not written through.
+
+    ``stopped()`` is asked between chunks: True ends the copy with TransferStoppedError.
+    """
     with suppress(FileNotFoundError):
         os.unlink(destination)
     fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with open(source, "rb") as reader, open(fd, "wb") as writer:
-        shutil.copyfileobj(reader, writer, CHUNK)
+        while chunk := reader.read(CHUNK):
+            if stopped():
+                raise TransferStoppedError(f"copy of {source} was stopped: the task was killed")
+            writer.write(chunk)
         writer.flush()
         os.fsync(writer.fileno())

@@ -8,7 +8,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ccat_operators import routing, safefs, transfer, unpacking
-from ccat_operators.hooks.transfer import InvalidRouteError
+from ccat_operators.hooks.transfer import InvalidRouteError, TransferHook
 from ccat_operators.operators.base import LocationOperator
 
 
@@ -49,6 +49,11 @@ class FindTransfersOperator(LocationOperator):
 class SendTransferOperator(LocationOperator):
     """Send one DataTransfer (one try; Airflow retries with exponential backoff).
 
+    Killing the task (clearing or marking it while it runs) calls :meth:`on_kill`, which
+    ends the running copy's process group: the try then fails as stopped, leaving the
+    transfer PENDING for the next try (FAILED on the last one) with the partial copy kept
+    for rsync to resume.
+
     :param transfer_id: the DataTransfer to send.
     :param bundle: its bundle's name (shown as the mapped task's label).
     """
@@ -59,16 +64,29 @@ class SendTransferOperator(LocationOperator):
         super().__init__(**kwargs)
         self.transfer_id = transfer_id
         self.bundle = bundle
+        self.transfer_hook: TransferHook | None = None  # the running try's hook, for on_kill
 
     def execute(self, context: Context) -> str:
         last_try = context["ti"].try_number > self.retries
         try:
-            outcome = transfer.send_transfer(self.hook.ops_db, int(self.transfer_id), last_try=last_try)
+            outcome = transfer.send_transfer(
+                self.hook.ops_db, int(self.transfer_id), last_try=last_try, hook_factory=self._transfer_hook_for
+            )
         except (InvalidRouteError, safefs.UnsafePathError) as error:
             raise AirflowFailException(str(error)) from error
         if outcome == "busy":
             raise AirflowSkipException(f"transfer {self.transfer_id} is being sent by another worker")
         return outcome
+
+    def _transfer_hook_for(self, row: Any) -> TransferHook:
+        """The transfer's hook (:func:`ccat_operators.transfer.hook_for`), kept for :meth:`on_kill`."""
+        self.transfer_hook = transfer.hook_for(row)
+        return self.transfer_hook
+
+    def on_kill(self) -> None:
+        """End the running copy or remote command (its whole process group); start no other."""
+        if self.transfer_hook is not None:
+            self.transfer_hook.kill()
 
 
 class UnpackBundlesOperator(LocationOperator):
