@@ -303,7 +303,7 @@ def resolve_params(db: OpsDb, params: Mapping[str, object]) -> dict[str, Any]:
             row = db.fetch_one("data_location_by_key", site=value.site, name=value.name)
             if row is None:
                 raise BenchmarkSetupError(f"no location {value.site}/{value.name} in the applied topology")
-            value = row["id"]
+            value = row.id
         elif isinstance(value, Site):
             site_id = db.fetch_value("site_id", short_name=value.short_name)
             if site_id is None:
@@ -370,13 +370,12 @@ def print_table_sizes(db: OpsDb) -> None:
     """Print the row count and on-disk size (with indexes) of every non-empty table."""
     rows = db.fetch_all("table_sizes")
     for row in rows:
-        print(f"  {row['relname']:<28} {row['estimated_rows']:>12,} rows  {row['total_size']:>10}")
+        print(f"  {row.relname:<28} {row.estimated_rows:>12,} rows  {row.total_size:>10}")
 
 
 def big_tables(db: OpsDb) -> set[str]:
     """Return the tables with at least BIG_TABLE_ROWS rows (by the planner's statistics)."""
-    rows = db.fetch_all("big_tables", rows=BIG_TABLE_ROWS)
-    return {row["relname"] for row in rows}
+    return set(db.fetch_column("big_tables", rows=BIG_TABLE_ROWS))
 
 
 # Timing ----------------------------------------------------------------------------------

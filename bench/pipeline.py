@@ -38,6 +38,7 @@ from ccat_dev.processes import free_port
 from ccat_dev.s3 import LocalS3
 from ccat_operators import archive, bundling, deletion, filing, migrations, packaging, routing, topology, transfer
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import LocationRow
 from ccat_operators.unpacking import unpack_arrived
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ def write_observation(root: Path, index: int, size: int, file_size: int) -> fili
                               start + timedelta(seconds=30), tuple(files))  # fmt: skip
 
 
-def location(db: OpsDb, key: str) -> dict:
+def location(db: OpsDb, key: str) -> LocationRow:
     site, _, name = key.partition("/")
     return db.fetch_one("data_location_by_key", site=site, name=name)
 
@@ -118,7 +119,7 @@ def throughput(args: argparse.Namespace, work: Path, db: OpsDb, s3: LocalS3) -> 
         f'{{"conn_type": "aws", "login": "{s3.access_key}", "password": "{s3.secret_key}", '
         f'"extra": {{"endpoint_url": "{s3.endpoint_url}", "region_name": "us-east-1"}}}}'
     )
-    root = Path(location(db, "ccat/telescope_computer")["root_path"])
+    root = Path(location(db, "ccat/telescope_computer").root_path)
     timings: dict[str, float] = defaultdict(float)
     total = int(args.gigabytes * 1e9)
     batch = int(args.batch_gigabytes * 1e9)
@@ -128,7 +129,7 @@ def throughput(args: argparse.Namespace, work: Path, db: OpsDb, s3: LocalS3) -> 
         for _ in range(max(1, min(batch, total - done) // observation_size)):
             filing.file_observation(db, write_observation(root, index, observation_size, 100 * 2**20))
             index += 1
-        batch_bytes = db.fetch_value("unpackaged_bytes", location_id=location(db, "ccat/telescope_computer")["id"])
+        batch_bytes = db.fetch_value("unpackaged_bytes", location_id=location(db, "ccat/telescope_computer").id)
         run_batch(db, timings)
         done += int(batch_bytes)
         print(f"  {done / 1e9:5.1f} GB through the pipeline", flush=True)
@@ -155,7 +156,7 @@ def task_count(work: Path, db: OpsDb) -> None:
                        "CCAT_TOPOLOGY": str(work / "topology.yaml")})  # fmt: skip
     from airflow.dag_processing.dagbag import DagBag
 
-    root = Path(location(db, "ccat/telescope_computer")["root_path"])
+    root = Path(location(db, "ccat/telescope_computer").root_path)
     for index in range(1000):
         filing.file_observation(db, write_observation(root, 100_000 + index, 20_000, 10_000))
     source, buffer = location(db, "ccat/telescope_computer"), location(db, "ccat/buffer")

@@ -158,11 +158,10 @@ def summary(db: OpsDb) -> None:
     print(status.report(db))  # what `ccat status` prints
     print("\ncopies by location type and state:")
     for row in db.fetch_all("physical_copy_counts"):
-        print(f"  {row['location_type']:<18} {row['status']:<12} {row['copies']:>5}")
+        print(f"  {row.location_type:<18} {row.status:<12} {row.copies:>5}")
     files = db.fetch_one("summary_files")
     print(
-        f"\nfiled raw data: {files['files']} files, {format_size(files['bytes'] or 0)}, "
-        f"{files['unpackaged']} not yet packaged"
+        f"\nfiled raw data: {files.files} files, {format_size(files.bytes or 0)}, {files.unpackaged} not yet packaged"
     )
     print("\nCelery queues (one worker per site serves its own):")
     for site in ("ccat", "cologne", "us"):
@@ -186,7 +185,7 @@ def prepare_ops_db(db: OpsDb) -> None:
 
     step("filing synthetic observations (real files on disk)")
     source_root = Path(loaded.location("ccat/telescope_computer").storage_details["root_path"])
-    if db.fetch_one("summary_files")["files"]:
+    if db.fetch_one("summary_files").files:
         # A re-run: the first run filed them (and deletion may since have cleaned the source).
         print("    already filed by an earlier run; nothing new to file")
     else:

@@ -51,7 +51,7 @@ def bundle(db: OpsDb, observations: int = 2, sizes=(120_000, 90_000), first_minu
     source = location_row(db, "ccat/telescope_computer")
     filed: dict[str, bytes] = {}
     for minute in range(first_minute, first_minute + observations):
-        filed |= file_random_observation(db, Path(source["root_path"]), list(sizes), minute=minute)
+        filed |= file_random_observation(db, Path(source.root_path), list(sizes), minute=minute)
     packaging.plan_packages(db, source)
     assert packaging.write_packages(db, source).failed == {}
     buffer = location_row(db, "ccat/buffer")
@@ -65,7 +65,7 @@ def send_all(db: OpsDb) -> None:
     """Send every transfer that can go: primary legs, then the fan-out legs that waited for them."""
     for _ in range(2):
         for row in db.conn.execute("SELECT id FROM data_transfer WHERE status <> 'COMPLETED' ORDER BY id").fetchall():
-            dependency = db.fetch_one("data_transfer", id=row["id"])["depends_on_status"]
+            dependency = db.fetch_one("data_transfer", id=row["id"]).depends_on_status
             if dependency in (None, "COMPLETED"):
                 transfer.send_transfer(db, row["id"], last_try=True)
 

@@ -42,7 +42,7 @@ def test_archived_objects_equal_the_packages_and_package_becomes_archived(
         local = (data_root / "cologne" / "buffer" / package["relative_path"]).read_bytes()
         for site in ("cologne", "us"):
             location = lta(ops_db, site)
-            body = client.get_object(Bucket=location["s3_bucket"], Key=package["relative_path"])["Body"].read()
+            body = client.get_object(Bucket=location.s3_bucket, Key=package["relative_path"])["Body"].read()
             assert body == local
             assert "sha256:" + hashlib.sha256(body).hexdigest() == package["checksum"]
     copies = ops_db.conn.execute(
@@ -58,7 +58,7 @@ def test_archived_objects_equal_the_packages_and_package_becomes_archived(
 def test_server_refuses_a_wrong_checksum(ops_db: OpsDb, world, s3_server: LocalS3, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     client = s3_server.client()
-    bucket = lta(ops_db, "cologne")["s3_bucket"]
+    bucket = lta(ops_db, "cologne").s3_bucket
     s3.ensure_bucket(client, bucket)
     good = tmp_path / "good.tar"
     good.write_bytes(b"a" * 5000)
@@ -167,7 +167,7 @@ def test_a_refused_head_of_an_object_is_the_storage_not_the_package(ops_db: OpsD
     """A HEAD answered 403 (no body, so no error code but the status) stops the run."""
     import boto3
 
-    bucket = lta(ops_db, "cologne")["s3_bucket"]
+    bucket = lta(ops_db, "cologne").s3_bucket
     s3.ensure_bucket(s3_server.client(), bucket)
 
     class HeadRefused:

@@ -56,7 +56,7 @@ def packaged(ops_db: OpsDb, data_root: Path, tmp_path: Path):
         apply_topology(ops_db, tmp_path, lambda d: configure(d, bundle_limit, max_age))
         source = location_row(ops_db, "ccat/telescope_computer")
         for minute in range(5):
-            file_random_observation(ops_db, Path(source["root_path"]), [100_000, 150_000, 120_000], minute=minute)
+            file_random_observation(ops_db, Path(source.root_path), [100_000, 150_000, 120_000], minute=minute)
         packaging.plan_packages(ops_db, source)
         assert packaging.write_packages(ops_db, source).failed == {}
         return data_root / "ccat" / "buffer"

@@ -58,7 +58,7 @@ def test_topology_dag_migrates_and_applies(
     run = dag.test(run_conf={"topology_file": str(EXAMPLE_TOPOLOGY)})
     assert run.state == "success"
     with OpsDb.connect(empty_db_url) as db:
-        assert db.fetch_one("data_location_by_key", site="cologne", name="lta")["s3_bucket"] == "ccat-lta-cologne"
+        assert db.fetch_one("data_location_by_key", site="cologne", name="lta").s3_bucket == "ccat-lta-cologne"
         assert len(db.fetch_all("active_locations", site=None, location=None)) == 7
 
     # Cleared and run again: same result, nothing changed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -56,7 +57,7 @@ def test_full_lifecycle_cleans_everything_but_the_archives(
     for package in ops_db.conn.execute("SELECT * FROM raw_data_package").fetchall():
         for site in ("cologne", "us"):
             lta = location_row(ops_db, f"{site}/lta")
-            body = client.get_object(Bucket=lta["s3_bucket"], Key=package["relative_path"])["Body"].read()
+            body = client.get_object(Bucket=lta.s3_bucket, Key=package["relative_path"])["Body"].read()
             assert "sha256:" + hashlib.sha256(body).hexdigest() == package["checksum"]
 
 
@@ -143,7 +144,7 @@ def test_a_buffer_tar_replaced_by_a_link_is_not_deleted_through(
     delete_at(ops_db, "cologne/buffer")
     copy = ops_db.conn.execute(
         "SELECT * FROM physical_copy WHERE raw_data_package_id = %s AND data_location_id = %s",
-        (package["id"], location_row(ops_db, "cologne/buffer")["id"]),
+        (package["id"], location_row(ops_db, "cologne/buffer").id),
     ).fetchone()
     assert copy["status"] == "DELETION_FAILED" and "symbolic link" in copy["failure_reason"]
     assert victim.exists() and tar.is_symlink()
@@ -194,10 +195,10 @@ class World:
             "INSERT INTO physical_copy (data_location_id, raw_data_package_id, path, checksum, status, verified_at,"
             " created_at) VALUES (%s, %s, %s, %s, 'PRESENT', CASE WHEN %s THEN now() END,"
             " now() - %s * interval '1 day') ON CONFLICT DO NOTHING",
-            self.loc[key]["id"], package, path, None, verified, age,
+            self.loc[key].id, package, path, None, verified, age,
         )  # fmt: skip
-        if write and self.loc[key]["location_type"] != "LONG_TERM_ARCHIVE":
-            target = Path(self.loc[key]["root_path"]) / path
+        if write and self.loc[key].location_type != "LONG_TERM_ARCHIVE":
+            target = Path(self.loc[key].root_path) / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(b"data")
 
@@ -209,32 +210,32 @@ class World:
                            "interval '1 minute') RETURNING id", unit, index).fetchone()["id"]  # fmt: skip
             bundle = self.sql(
                 "INSERT INTO data_transfer_package (name, origin_location_id, status, routed_at) "
-                "VALUES (%s, %s, 'COMPLETED', now()) RETURNING id", f"b{index}", self.loc["ccat/buffer"]["id"]
+                "VALUES (%s, %s, 'COMPLETED', now()) RETURNING id", f"b{index}", self.loc["ccat/buffer"].id
             ).fetchone()["id"]  # fmt: skip
             package = self.sql(
                 "INSERT INTO raw_data_package (name, executed_obs_unit_id, instrument_module_id, source_location_id,"
                 " relative_path, size_bytes, checksum, status, data_transfer_package_id) VALUES (%s, %s, %s, %s, %s,"
                 " 4, %s, 'COMPLETED', %s) RETURNING id",
-                f"p{index}", eou, module, self.loc["ccat/telescope_computer"]["id"], f"raw_data_packages/p{index}.tar",
+                f"p{index}", eou, module, self.loc["ccat/telescope_computer"].id, f"raw_data_packages/p{index}.tar",
                 "sha256:" + "0" * 64, bundle,
             ).fetchone()["id"]  # fmt: skip
             self.sql(
                 "INSERT INTO raw_data_file (executed_obs_unit_id, instrument_module_id, source_location_id,"
                 " relative_path, size_bytes, checksum, raw_data_package_id) VALUES (%s, %s, %s, %s, 4, %s, %s)",
-                eou, module, self.loc["ccat/telescope_computer"]["id"], f"raw/p{index}/f.dat", DATA_CHECKSUM,
+                eou, module, self.loc["ccat/telescope_computer"].id, f"raw/p{index}/f.dat", DATA_CHECKSUM,
                 package,
             )  # fmt: skip
             age = spec["age_days"]
             # The source copy is the package's raw files (one here), at their directory.
             self.copy(package, "ccat/telescope_computer", f"raw/p{index}", verified=False, age=age, write=False)
-            path = Path(self.loc["ccat/telescope_computer"]["root_path"]) / f"raw/p{index}/f.dat"
+            path = Path(self.loc["ccat/telescope_computer"].root_path) / f"raw/p{index}/f.dat"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"data")
             self.copy(package, "ccat/buffer", f"raw_data_packages/p{index}.tar", age=age)
             primary = self.sql(
                 "INSERT INTO data_transfer (data_transfer_package_id, origin_location_id, destination_location_id,"
                 " status, unpack_status) VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                bundle, self.loc["ccat/buffer"]["id"], self.loc["cologne/buffer"]["id"], spec["transfer"],
+                bundle, self.loc["ccat/buffer"].id, self.loc["cologne/buffer"].id, spec["transfer"],
                 "COMPLETED" if spec["transfer"] == "COMPLETED" and spec["unpacked"] else "PENDING",
             ).fetchone()["id"]  # fmt: skip
             arrived_cologne = spec["transfer"] == "COMPLETED" and spec["unpacked"]
@@ -242,7 +243,7 @@ class World:
             self.sql(
                 "INSERT INTO data_transfer (data_transfer_package_id, origin_location_id, destination_location_id,"
                 " status, unpack_status, depends_on_transfer_id) VALUES (%s, %s, %s, %s, %s, %s)",
-                bundle, self.loc["cologne/buffer"]["id"], self.loc["us/buffer"]["id"], fanout,
+                bundle, self.loc["cologne/buffer"].id, self.loc["us/buffer"].id, fanout,
                 "COMPLETED" if fanout == "COMPLETED" else "PENDING", primary,
             )  # fmt: skip
             arrived = {"cologne": arrived_cologne, "us": arrived_cologne and fanout == "COMPLETED"}
@@ -260,7 +261,7 @@ class World:
             "INSERT INTO long_term_archive_transfer (raw_data_package_id, origin_location_id, destination_location_id,"
             " status, attempts) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (raw_data_package_id, destination_location_id)"
             " DO UPDATE SET status = EXCLUDED.status",
-            package, self.loc[f"{site}/buffer"]["id"], self.loc[f"{site}/lta"]["id"], state,
+            package, self.loc[f"{site}/buffer"].id, self.loc[f"{site}/lta"].id, state,
             3 if state == "FAILED" else 1,
         )  # fmt: skip
         if state == "COMPLETED":
@@ -363,6 +364,6 @@ def test_deletion_never_breaks_the_safety_rules(world: World, specs: list[dict],
         if copy["location_type"] == "LONG_TERM_ARCHIVE" or copy["data_transfer_package_id"]:
             continue
         location = world.loc[copy["location"]]
-        files = deletion.copy_files(world.db, location, copy)
-        root = Path(location["root_path"])
+        files = deletion.copy_files(world.db, location, SimpleNamespace(**copy, package_size=None, bundle_size=None))
+        root = Path(location.root_path)
         assert all((root / f.relative).exists() == (copy["status"] != "DELETED") for f in files), copy

@@ -69,7 +69,7 @@ def test_files_filed_at_ccat_are_archived_by_the_site_workers(cluster, ops_db: O
     source = location_row(ops_db, "ccat/telescope_computer")
     filed = {}
     for minute in range(2):
-        filed |= file_random_observation(ops_db, Path(source["root_path"]), [150_000, 90_000], minute=minute)
+        filed |= file_random_observation(ops_db, Path(source.root_path), [150_000, 90_000], minute=minute)
     airflow.wait_for_dags(sorted(set(PIPELINE)))
     for dag_id in PIPELINE:
         state = airflow.run_dag(dag_id)
@@ -80,7 +80,7 @@ def test_files_filed_at_ccat_are_archived_by_the_site_workers(cluster, ops_db: O
     client = s3.client()
     for package in packages:
         for site in ("cologne", "us"):
-            bucket = location_row(ops_db, f"{site}/lta")["s3_bucket"]
+            bucket = location_row(ops_db, f"{site}/lta").s3_bucket
             head = client.head_object(Bucket=bucket, Key=package["relative_path"])
             assert head["ContentLength"] == package["size_bytes"]
 

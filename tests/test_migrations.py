@@ -37,7 +37,7 @@ def test_upgrade_applies_every_file_once(empty_db_url: str) -> None:
         assert migrations.upgrade(db) == []
         assert table_names(db) == tables
         recorded = db.fetch_all("applied_migrations")
-        assert [row["filename"] for row in recorded] == applied
+        assert [row.filename for row in recorded] == applied
         assert all(migrations.status(db)[i][1] for i in range(len(applied)))
 
 

@@ -71,7 +71,7 @@ def test_a_metrics_server_that_is_down_never_fails_the_work(
     metrics_to("http://127.0.0.1:9")  # nothing listens there
     apply_topology(ops_db, tmp_path)
     source = location_row(ops_db, "ccat/telescope_computer")
-    file_random_observation(ops_db, Path(source["root_path"]), [1000, 2000])
+    file_random_observation(ops_db, Path(source.root_path), [1000, 2000])
     packaging.plan_packages(ops_db, source)
     with caplog.at_level(logging.WARNING, logger="ccat_operators.metrics"):
         result = packaging.write_packages(ops_db, source)

@@ -68,9 +68,9 @@ def test_tars_hold_exactly_the_filed_files_with_verified_checksums(ops_db: OpsDb
         assert package["size_bytes"] == tar.stat().st_size
         contents = tar_contents(tar)
         files = ops_db.fetch_all("files_of_package", package_id=package["id"])
-        assert sorted(contents) == [f["relative_path"] for f in files]
+        assert sorted(contents) == [f.relative_path for f in files]
         for f in files:
-            assert f["checksum"] == "sha256:" + hashlib.sha256(contents[f["relative_path"]]).hexdigest()
+            assert f.checksum == "sha256:" + hashlib.sha256(contents[f.relative_path]).hexdigest()
         seen |= contents
         copies = ops_db.conn.execute(
             "SELECT l.name, c.status, c.checksum FROM physical_copy c JOIN data_location l ON l.id = c.data_location_id"
@@ -92,10 +92,10 @@ def test_size_limit_holds_and_a_larger_file_gets_its_own_flagged_package(ops_db:
     contents = {p["id"]: ops_db.fetch_all("files_of_package", package_id=p["id"]) for p in rows}
     oversized = [p for p in rows if p["oversized"]]
     assert [len(contents[p["id"]]) for p in oversized] == [1]
-    assert contents[oversized[0]["id"]][0]["size_bytes"] == 2_500_000
+    assert contents[oversized[0]["id"]][0].size_bytes == 2_500_000
     for p in rows:
         if not p["oversized"]:
-            assert sum(f["size_bytes"] for f in contents[p["id"]]) <= 1_000_000
+            assert sum(f.size_bytes for f in contents[p["id"]]) <= 1_000_000
     assert sum(len(c) for c in contents.values()) == 6
 
 

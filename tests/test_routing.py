@@ -14,7 +14,7 @@ from tests.helpers import apply_topology, location_row, run_concurrently
 
 
 def add_bundles(db: OpsDb, count: int, origin: str = "ccat/buffer") -> list[int]:
-    location = location_row(db, origin)["id"]
+    location = location_row(db, origin).id
     rows = db.conn.execute(
         "INSERT INTO data_transfer_package (name, origin_location_id, size_bytes, checksum, status) "
         "SELECT 'bundle_' || g || '_' || %(tag)s, %(location)s, 100, 'sha256:' || repeat('0', 64), 'COMPLETED' "

@@ -24,7 +24,7 @@ def test_database_rejects_an_invalid_status(ops_db: OpsDb, packages: list[int]) 
 
 
 def test_database_rejects_an_invalid_copy_status_and_copy_without_subject(ops_db: OpsDb, packages: list[int]) -> None:
-    location = ops_db.fetch_one("data_location_by_key", site="ccat", name="buffer")["id"]
+    location = ops_db.fetch_one("data_location_by_key", site="ccat", name="buffer").id
     with pytest.raises(psycopg.errors.InvalidTextRepresentation):
         ops_db.conn.execute(
             "INSERT INTO physical_copy (data_location_id, raw_data_package_id, path, status) "
@@ -36,8 +36,8 @@ def test_database_rejects_an_invalid_copy_status_and_copy_without_subject(ops_db
 
 
 def test_archive_transfer_requires_intervention_after_three_attempts(ops_db: OpsDb, packages: list[int]) -> None:
-    buffer = ops_db.fetch_one("data_location_by_key", site="cologne", name="buffer")["id"]
-    lta = ops_db.fetch_one("data_location_by_key", site="cologne", name="lta")["id"]
+    buffer = ops_db.fetch_one("data_location_by_key", site="cologne", name="buffer").id
+    lta = ops_db.fetch_one("data_location_by_key", site="cologne", name="lta").id
     row = ops_db.conn.execute(
         "INSERT INTO long_term_archive_transfer (raw_data_package_id, origin_location_id, destination_location_id,"
         " status, attempts) VALUES (%s, %s, %s, 'FAILED', 2) RETURNING id, requires_intervention",

@@ -52,9 +52,9 @@ def test_staged_files_equal_the_originals_and_asking_again_redoes_nothing(
     observation = first_observation(ops_db)
     request = request_for(observation)
     job = staging.create_job(ops_db, request)
-    result = staging.stage_job(ops_db, job["id"])
+    result = staging.stage_job(ops_db, job.id)
     assert result.failed == {} and result.staged
-    staged_root = data_root / "cologne" / "ramses" / job["name"]
+    staged_root = data_root / "cologne" / "ramses" / job.name
     files = ops_db.conn.execute(
         "SELECT relative_path FROM raw_data_file WHERE executed_obs_unit_id = %s", (observation,)
     ).fetchall()
@@ -62,12 +62,12 @@ def test_staged_files_equal_the_originals_and_asking_again_redoes_nothing(
     for row in files:
         assert (staged_root / row["relative_path"]).read_bytes() == world[row["relative_path"]]
     assert not list(staged_root.rglob("*.part"))
-    copies = ops_db.conn.execute("SELECT * FROM physical_copy WHERE staging_job_id = %s", (job["id"],)).fetchall()
+    copies = ops_db.conn.execute("SELECT * FROM physical_copy WHERE staging_job_id = %s", (job.id,)).fetchall()
     assert {c["status"] for c in copies} == {"STAGED"} and len(copies) == len(result.staged)
 
     again = staging.create_job(ops_db, request)
-    assert again["id"] == job["id"]
-    second = staging.stage_job(ops_db, again["id"])
+    assert again.id == job.id
+    second = staging.stage_job(ops_db, again.id)
     assert second.staged == [] and sorted(second.already) == sorted(result.staged)
 
 
@@ -137,12 +137,12 @@ def test_a_refused_request_leaves_no_job_behind(ops_db: OpsDb, world, data_root:
 def test_asking_again_with_another_retention_applies_it(ops_db: OpsDb, world) -> None:
     job = staging.create_job(ops_db, request_for(first_observation(ops_db), retention="1d"))
     again = staging.create_job(ops_db, request_for(first_observation(ops_db), retention="3w"))
-    assert again["id"] == job["id"]
-    assert job_row(ops_db, job["id"])["retention_period"].days == 21
+    assert again.id == job.id
+    assert job_row(ops_db, job.id).retention_period.days == 21
 
 
 def replace_object(s3: LocalS3, db: OpsDb, site: str, key: str, data: bytes) -> None:
-    s3.client().put_object(Bucket=lta(db, site)["s3_bucket"], Key=key, Body=data)
+    s3.client().put_object(Bucket=lta(db, site).s3_bucket, Key=key, Body=data)
 
 
 def malformed_tar(records: bytes = b"12 size=abc\n") -> bytes:
@@ -155,11 +155,11 @@ def test_a_malformed_archive_copy_is_refused_and_another_copy_serves(
     ops_db: OpsDb, world, s3_server: LocalS3, data_root: Path
 ) -> None:
     job = staging.create_job(ops_db, request_for(first_observation(ops_db)))
-    packages = ops_db.fetch_all("staging_job_packages", job_id=job["id"])
-    replace_object(s3_server, ops_db, "cologne", packages[0]["relative_path"], malformed_tar())
-    result = staging.stage_job(ops_db, job["id"])
-    assert result.failed == {} and sorted(result.staged) == sorted(p["name"] for p in packages)
-    staged_root = data_root / "cologne" / "ramses" / job["name"]
+    packages = ops_db.fetch_all("staging_job_packages", job_id=job.id)
+    replace_object(s3_server, ops_db, "cologne", packages[0].relative_path, malformed_tar())
+    result = staging.stage_job(ops_db, job.id)
+    assert result.failed == {} and sorted(result.staged) == sorted(p.name for p in packages)
+    staged_root = data_root / "cologne" / "ramses" / job.name
     for relative, content in world.items():
         if (staged_root / relative).exists():
             assert (staged_root / relative).read_bytes() == content
@@ -171,14 +171,14 @@ def test_every_copy_refused_fails_the_package_alone_with_the_reason(
     ops_db: OpsDb, world, s3_server: LocalS3, data_root: Path, hostile: bytes
 ) -> None:
     job = staging.create_job(ops_db, request_for(first_observation(ops_db)))
-    victim, *others = ops_db.fetch_all("staging_job_packages", job_id=job["id"])
+    victim, *others = ops_db.fetch_all("staging_job_packages", job_id=job.id)
     for site in ("cologne", "us"):
-        replace_object(s3_server, ops_db, site, victim["relative_path"], hostile)
-    result = staging.stage_job(ops_db, job["id"])
-    assert list(result.failed) == [victim["name"]] and "every archive copy was refused" in result.failed[victim["name"]]
-    assert sorted(result.staged) == sorted(p["name"] for p in others)
-    row = job_row(ops_db, job["id"])
-    assert row["status"] == "FAILED" and victim["name"] in row["failure_reason"]
+        replace_object(s3_server, ops_db, site, victim.relative_path, hostile)
+    result = staging.stage_job(ops_db, job.id)
+    assert list(result.failed) == [victim.name] and "every archive copy was refused" in result.failed[victim.name]
+    assert sorted(result.staged) == sorted(p.name for p in others)
+    row = job_row(ops_db, job.id)
+    assert row.status == "FAILED" and victim.name in row.failure_reason
     assert no_part_files(data_root)
 
 
@@ -189,11 +189,11 @@ def test_a_linked_job_directory_is_refused_not_written_through(
     outside.mkdir()
     job = staging.create_job(ops_db, request_for(first_observation(ops_db)))
     (data_root / "cologne" / "ramses").mkdir(parents=True, exist_ok=True)
-    (data_root / "cologne" / "ramses" / job["name"]).symlink_to(outside, target_is_directory=True)
-    result = staging.stage_job(ops_db, job["id"])
+    (data_root / "cologne" / "ramses" / job.name).symlink_to(outside, target_is_directory=True)
+    result = staging.stage_job(ops_db, job.id)
     assert result.staged == [] and result.failed
     assert all("symbolic link" in reason for reason in result.failed.values())
-    assert job_row(ops_db, job["id"])["status"] == "FAILED"
+    assert job_row(ops_db, job.id).status == "FAILED"
     assert list(outside.iterdir()) == []
 
 
@@ -205,10 +205,10 @@ def test_a_planted_part_link_is_replaced_not_written_through(
     observation = first_observation(ops_db)
     job = staging.create_job(ops_db, request_for(observation))
     relative = next(iter(world))
-    target = data_root / "cologne" / "ramses" / job["name"] / relative
+    target = data_root / "cologne" / "ramses" / job.name / relative
     target.parent.mkdir(parents=True)
     Path(f"{target}.part").symlink_to(victim)
-    result = staging.stage_job(ops_db, job["id"])
+    result = staging.stage_job(ops_db, job.id)
     assert result.failed == {}
     assert victim.read_bytes() == b"precious"
     assert not target.is_symlink() and target.read_bytes() == world[relative]
@@ -222,11 +222,11 @@ def test_storage_down_puts_the_job_back_to_pending_with_nothing_half_written(
     s3_server.stop()
     try:
         with pytest.raises(Exception, match="Could not connect|Connect timeout|Connection"):
-            staging.stage_job(ops_db, job["id"])
-        row = job_row(ops_db, job["id"])
-        assert row["status"] == "PENDING" and "interrupted" in row["failure_reason"]
+            staging.stage_job(ops_db, job.id)
+        row = job_row(ops_db, job.id)
+        assert row.status == "PENDING" and "interrupted" in row.failure_reason
         assert no_part_files(data_root)
     finally:
         s3_server.start()
-    assert staging.stage_job(ops_db, job["id"]).failed == {}
-    assert job_row(ops_db, job["id"])["status"] == "COMPLETED"
+    assert staging.stage_job(ops_db, job.id).failed == {}
+    assert job_row(ops_db, job.id).status == "COMPLETED"

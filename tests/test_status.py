@@ -18,7 +18,7 @@ def test_status_shows_stages_waiting_work_and_observation_progress(
     pipeline.setup(ops_db, tmp_path)
     source = location_row(ops_db, "ccat/telescope_computer")
     for minute in (0, 10):
-        file_random_observation(ops_db, Path(source["root_path"]), [200_000, 200_000], minute=minute)
+        file_random_observation(ops_db, Path(source.root_path), [200_000, 200_000], minute=minute)
     packaging.plan_packages(ops_db, source)
     packaging.write_packages(ops_db, source)
     buffer = location_row(ops_db, "ccat/buffer")

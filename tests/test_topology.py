@@ -42,8 +42,8 @@ def test_example_applies_and_second_apply_changes_nothing(ops_db: OpsDb, data_ro
     assert snapshot(ops_db) == before
 
     source = ops_db.fetch_one("data_location_by_key", site="ccat", name="telescope_computer")
-    assert source["root_path"] == f"{data_root}/ccat/telescope_computer"
-    assert source["settings"]["package_size_limit"] == 50 * 10**9
+    assert source.root_path == f"{data_root}/ccat/telescope_computer"
+    assert source.settings["package_size_limit"] == 50 * 10**9
 
 
 def test_show_output_applies_back_without_change(ops_db: OpsDb, example_topology, tmp_path: Path) -> None:
@@ -60,13 +60,13 @@ def test_removed_location_is_deactivated_not_deleted(ops_db: OpsDb, example_topo
     report = topology.apply(ops_db, topology.load(write(tmp_path, document)))
     assert report.changes == ["deactivated location cologne/ramses"]
     ramses = ops_db.fetch_one("data_location_by_key", site="cologne", name="ramses")
-    assert ramses is not None and ramses["active"] is False
+    assert ramses is not None and ramses.active is False
 
     # Putting it back reactivates the same row.
     report = topology.apply(ops_db, topology.load(EXAMPLE_TOPOLOGY))
     assert report.changes == ["updated location cologne/ramses"]
     again = ops_db.fetch_one("data_location_by_key", site="cologne", name="ramses")
-    assert again["id"] == ramses["id"] and again["active"] is True
+    assert again.id == ramses.id and again.active is True
 
 
 def test_changed_setting_updates_only_that_location(ops_db: OpsDb, example_topology, tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_changed_setting_updates_only_that_location(ops_db: OpsDb, example_topol
     report = topology.apply(ops_db, topology.load(write(tmp_path, document)))
     assert report.changes == ["updated location ccat/buffer"]
     buffer = ops_db.fetch_one("data_location_by_key", site="ccat", name="buffer")
-    assert buffer["settings"]["bundle_max_age"] == 7200
+    assert buffer.settings["bundle_max_age"] == 7200
 
 
 def test_routes_apply_and_deactivate(ops_db: OpsDb, example_topology, tmp_path: Path) -> None:

@@ -209,17 +209,17 @@ def test_killed_transfer_resumes_to_one_verified_copy(sites: Sites) -> None:
         sender.wait()
     finally:
         sites.network.unshape("ccat")
-    assert sites.db.fetch_one("data_transfer", id=transfer["id"])["status"] == "IN_PROGRESS"
+    assert sites.db.fetch_one("data_transfer", id=transfer["id"]).status == "IN_PROGRESS"
     assert not destination.exists()
 
     result = sites.run("ccat", "send", str(transfer["id"]))
     assert "OUTCOME=sent" in result.stdout
     row = sites.db.fetch_one("data_transfer", id=transfer["id"])
-    assert row["status"] == "COMPLETED" and row["attempts"] == 2
+    assert row.status == "COMPLETED" and row.attempts == 2
     assert sha256(destination) == transfer["checksum"] and not part.exists()
     duplicates = sites.db.conn.execute(
         "SELECT count(*) AS n FROM data_transfer WHERE data_transfer_package_id = %s AND destination_location_id = %s",
-        (row["data_transfer_package_id"], row["destination_location_id"]),
+        (row.data_transfer_package_id, row.destination_location_id),
     ).fetchone()
     assert duplicates["n"] == 1
 
@@ -234,7 +234,7 @@ def test_retry_finds_a_verified_copy_and_does_not_send_again(sites: Sites) -> No
     received = sites.network.received_bytes(transfer["destination_site"])
     result = sites.run("ccat", "send", str(transfer["id"]))
     assert "OUTCOME=present" in result.stdout
-    size = sites.db.fetch_one("data_transfer", id=transfer["id"])["size_bytes"]
+    size = sites.db.fetch_one("data_transfer", id=transfer["id"]).size_bytes
     assert sites.network.received_bytes(transfer["destination_site"]) - received < size / 2
 
 
@@ -247,7 +247,7 @@ def test_unpack_retried_after_a_forced_failure_sends_nothing_again(sites: Sites)
     blocker.write_text("not a directory")  # the unpack cannot create its output
     failed = sites.run(site, "unpack", f"{site}/buffer", check=False)
     assert failed.returncode != 0
-    assert sites.db.fetch_one("data_transfer", id=transfer["id"])["unpack_status"] == "PENDING"
+    assert sites.db.fetch_one("data_transfer", id=transfer["id"]).unpack_status == "PENDING"
     blocker.unlink()
 
     received = sites.network.received_bytes(site)
@@ -257,10 +257,10 @@ def test_unpack_retried_after_a_forced_failure_sends_nothing_again(sites: Sites)
     assert sites.network.received_bytes(site) - received < 2_000  # no bundle bytes crossed the network
     assert sites.network.received_bytes("ccat") - sent_before < 2_000
     row = sites.db.fetch_one("data_transfer", id=transfer["id"])
-    assert row["unpack_status"] == "COMPLETED" and row["attempts"] == 1
-    packages = sites.db.fetch_all("packages_of_bundle_by_id", bundle_id=row["data_transfer_package_id"])
+    assert row.unpack_status == "COMPLETED" and row.attempts == 1
+    packages = sites.db.fetch_all("packages_of_bundle_by_id", bundle_id=row.data_transfer_package_id)
     for package in packages:
-        assert sha256(sites.data_root / site / "buffer" / package["relative_path"]) == package["checksum"]
+        assert sha256(sites.data_root / site / "buffer" / package.relative_path) == package.checksum
 
 
 MALICIOUS = {
@@ -298,8 +298,8 @@ def test_malicious_bundle_is_refused(sites: Sites, kind: str) -> None:
     mutate, reason = MALICIOUS[kind]
     with tarfile.open(destination, "w") as archive:
         for index, package in enumerate(packages):
-            path = sites.data_root / "ccat" / "buffer" / package["relative_path"]
-            info = archive.gettarinfo(str(path), arcname=package["relative_path"])
+            path = sites.data_root / "ccat" / "buffer" / package.relative_path
+            info = archive.gettarinfo(str(path), arcname=package.relative_path)
             if index == 0:
                 mutate(info)
             if info.isreg():
@@ -315,7 +315,7 @@ def test_malicious_bundle_is_refused(sites: Sites, kind: str) -> None:
     result = unpacking.unpack_arrived(sites.db, location_row(sites.db, f"{site}/buffer"))
     assert list(result.failed) == [transfer["bundle"]]
     row = sites.db.fetch_one("data_transfer", id=transfer["id"])
-    assert row["unpack_status"] == "FAILED" and reason in row["unpack_failure_reason"]
+    assert row.unpack_status == "FAILED" and reason in row.unpack_failure_reason
     assert not Path("/tmp/ccat-evil.tar").exists()
     assert not list((sites.data_root / site).rglob("*.part"))
     assert not (sites.data_root / site / "buffer" / "raw_data_packages").exists() or not list(
@@ -364,7 +364,7 @@ def test_relay_route_sends_through_the_intermediate_site(sites: Sites, tmp_path:
             t
             for t in pending
             if t["depends_on_transfer_id"] is None
-            or sites.db.fetch_one("data_transfer", id=t["depends_on_transfer_id"])["status"] == "COMPLETED"
+            or sites.db.fetch_one("data_transfer", id=t["depends_on_transfer_id"]).status == "COMPLETED"
         ]
         for transfer in ready:
             sites.run(transfer["origin_site"], "send", str(transfer["id"]))
@@ -394,7 +394,7 @@ def test_a_link_in_the_destination_path_fails_the_transfer_at_once(sites: Sites,
     result = sites.run("ccat", "send", str(transfer["id"]), check=False)
     assert result.returncode != 0 and "symbolic link" in result.stderr
     row = sites.db.fetch_one("data_transfer", id=transfer["id"])
-    assert row["status"] == "FAILED" and "goes through a symbolic link" in row["failure_reason"]
+    assert row.status == "FAILED" and "goes through a symbolic link" in row.failure_reason
     assert list(outside.iterdir()) == []
 
 
@@ -615,7 +615,7 @@ def test_on_kill_stops_a_running_copy_and_leaves_no_process(
         assert time.monotonic() < deadline, remote_rsyncs(part)
         time.sleep(0.1)
     row = sites.db.fetch_one("data_transfer", id=transfer["id"])
-    assert row["status"] == "PENDING" and "was stopped: the task was killed" in row["failure_reason"]
+    assert row.status == "PENDING" and "was stopped: the task was killed" in row.failure_reason
 
     assert "OUTCOME=sent" in sites.run("ccat", "send", str(transfer["id"])).stdout  # the next try completes it
     assert sha256(sites.bundle_file(site, transfer["bundle"])) == transfer["checksum"]
@@ -666,5 +666,5 @@ def test_a_wrong_host_key_refuses_the_connection(sites: Sites, tmp_path: Path) -
     result = send_with_connection(sites, transfer, extra, tmp_path)
     assert result.returncode != 0
     row = sites.db.fetch_one("data_transfer", id=transfer["id"])
-    assert row["status"] == "PENDING" and "Host key verification failed" in row["failure_reason"]
+    assert row.status == "PENDING" and "Host key verification failed" in row.failure_reason
     assert not sites.bundle_file(transfer["destination_site"], transfer["bundle"]).parent.exists()

@@ -188,7 +188,7 @@ def pipeline_result(deployment: Deployment) -> dict:
     """Everything a run leaves behind that must not depend on how it got there."""
     with deployment.db() as db:
         result = {name: db.conn.execute(query).fetchall() for name, query in RESULT_QUERIES.items()}
-        buckets = [location_row(db, f"{site}/lta")["s3_bucket"] for site in ("cologne", "us")]
+        buckets = [location_row(db, f"{site}/lta").s3_bucket for site in ("cologne", "us")]
     client = deployment.s3.client()
     objects = {}
     for bucket in buckets:
@@ -204,7 +204,7 @@ def pipeline_result(deployment: Deployment) -> dict:
 def test_clearing_failed_tasks_gives_the_result_of_a_first_run(deployment: Deployment) -> None:
     airflow = deployment.airflow
     with deployment.db() as db:
-        source = Path(location_row(db, "ccat/telescope_computer")["root_path"])
+        source = Path(location_row(db, "ccat/telescope_computer").root_path)
         for minute in range(2):
             file_random_observation(db, source, [150_000, 90_000], minute=minute, seed=7)
     cologne_buffer = deployment.data_root / "cologne" / "buffer"
@@ -307,9 +307,9 @@ def test_a_scientist_stages_data_through_the_trigger_form(deployment: Deployment
 
     airflow = deployment.airflow
     with deployment.db() as db:
-        source = Path(location_row(db, "ccat/telescope_computer")["root_path"])
+        source = Path(location_row(db, "ccat/telescope_computer").root_path)
         filed = file_random_observation(db, source, [120_000, 40_000], obs_unit="browser_demo", minute=40, seed=3)
-        processing_root = Path(location_row(db, "cologne/ramses")["root_path"])
+        processing_root = Path(location_row(db, "cologne/ramses").root_path)
     with airflow.client("operator") as operator:  # the pipeline archives the observation first
         for dag_id in PIPELINE:
             operator.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()

@@ -17,6 +17,7 @@ import pytest
 from ccat_operators import unpacking
 from ccat_operators.bundling import bundle_path
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import TransferRow
 from tests import pipeline
 from tests.helpers import location_row
 
@@ -26,7 +27,7 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture
-def arrived(ops_db: OpsDb, data_root: Path, tmp_path: Path) -> list[dict]:
+def arrived(ops_db: OpsDb, data_root: Path, tmp_path: Path) -> list[TransferRow]:
     """Two bundles arrived (not unpacked) at cologne's buffer, oldest first."""
     pipeline.setup(ops_db, tmp_path)
     pipeline.bundle(ops_db, observations=1)
@@ -34,14 +35,14 @@ def arrived(ops_db: OpsDb, data_root: Path, tmp_path: Path) -> list[dict]:
     pipeline.send_all(ops_db)
     cologne = location_row(ops_db, "cologne/buffer")
     rows = ops_db.conn.execute(
-        "SELECT t.id FROM data_transfer t WHERE t.destination_location_id = %s ORDER BY t.id", (cologne["id"],)
+        "SELECT t.id FROM data_transfer t WHERE t.destination_location_id = %s ORDER BY t.id", (cologne.id,)
     ).fetchall()
     assert len(rows) == 2
     return [ops_db.fetch_one("data_transfer", id=row["id"]) for row in rows]
 
 
-def bundle_file(data_root: Path, transfer: dict) -> Path:
-    return data_root / "cologne" / "buffer" / bundle_path(transfer["bundle"])
+def bundle_file(data_root: Path, transfer: TransferRow) -> Path:
+    return data_root / "cologne" / "buffer" / bundle_path(transfer.bundle)
 
 
 def pax_header(records: bytes, claimed_size: int | None = None) -> bytes:
@@ -99,24 +100,24 @@ def test_a_damaged_arrival_is_sent_again_and_does_not_block_the_others(
         resource.setrlimit(resource.RLIMIT_AS, limit)
 
     # The other bundle was unpacked in the same run; nothing half-written stays.
-    assert result.completed == [second["bundle"]]
-    assert list(result.redelivered) == [first["bundle"]] and result.failed == {}
+    assert result.completed == [second.bundle]
+    assert list(result.redelivered) == [first.bundle] and result.failed == {}
     assert no_part_files(data_root)
-    row = ops_db.fetch_one("data_transfer", id=first["id"])
-    assert (row["status"], row["unpack_status"], row["redeliveries"]) == ("PENDING", "PENDING", 1)
-    assert "damaged" in row["unpack_failure_reason"]
+    row = ops_db.fetch_one("data_transfer", id=first.id)
+    assert (row.status, row.unpack_status, row.redeliveries) == ("PENDING", "PENDING", 1)
+    assert "damaged" in row.unpack_failure_reason
     assert not path.exists()  # the damaged arrival is gone, its copy is no longer believed
-    copy = ops_db.fetch_one("bundle_copy_at", bundle_id=first["data_transfer_package_id"],
-                            location_id=first["destination_location_id"])  # fmt: skip
-    assert copy["status"] == "DELETED"
+    copy = ops_db.fetch_one("bundle_copy_at", bundle_id=first.data_transfer_package_id,
+                            location_id=first.destination_location_id)  # fmt: skip
+    assert copy.status == "DELETED"
 
     # The next runs send a fresh copy from the origin and unpack it, verified.
     pipeline.send_all(ops_db)
-    assert unpack_cologne(ops_db).completed == [first["bundle"]]
-    row = ops_db.fetch_one("data_transfer", id=first["id"])
-    assert (row["status"], row["unpack_status"]) == ("COMPLETED", "COMPLETED")
-    for package in ops_db.fetch_all("packages_of_bundle_by_id", bundle_id=first["data_transfer_package_id"]):
-        assert sha256(data_root / "cologne" / "buffer" / package["relative_path"]) == package["checksum"]
+    assert unpack_cologne(ops_db).completed == [first.bundle]
+    row = ops_db.fetch_one("data_transfer", id=first.id)
+    assert (row.status, row.unpack_status) == ("COMPLETED", "COMPLETED")
+    for package in ops_db.fetch_all("packages_of_bundle_by_id", bundle_id=first.data_transfer_package_id):
+        assert sha256(data_root / "cologne" / "buffer" / package.relative_path) == package.checksum
 
 
 def test_an_arrival_damaged_every_time_fails_after_a_bounded_number_of_transfers(
@@ -128,12 +129,12 @@ def test_an_arrival_damaged_every_time_fails_after_a_bounded_number_of_transfers
         path.write_bytes(flip_header_byte(path.read_bytes()))
         result = unpack_cologne(ops_db)
         if attempt < unpacking.MAX_REDELIVERIES:
-            assert list(result.redelivered) == [first["bundle"]]
+            assert list(result.redelivered) == [first.bundle]
             pipeline.send_all(ops_db)
-    assert list(result.failed) == [first["bundle"]]
-    row = ops_db.fetch_one("data_transfer", id=first["id"])
-    assert row["unpack_status"] == "FAILED" and row["redeliveries"] == unpacking.MAX_REDELIVERIES
-    assert f"already sent again {unpacking.MAX_REDELIVERIES} times" in row["unpack_failure_reason"]
+    assert list(result.failed) == [first.bundle]
+    row = ops_db.fetch_one("data_transfer", id=first.id)
+    assert row.unpack_status == "FAILED" and row.redeliveries == unpacking.MAX_REDELIVERIES
+    assert f"already sent again {unpacking.MAX_REDELIVERIES} times" in row.unpack_failure_reason
     assert unpack_cologne(ops_db).completed == []  # left alone from now on
     assert no_part_files(data_root)
 
@@ -147,13 +148,13 @@ def test_a_bundle_recorded_with_a_bad_header_fails_at_once(
     path = bundle_file(data_root, first)
     path.write_bytes(DAMAGE[damage](path.read_bytes()))
     ops_db.conn.execute("UPDATE data_transfer_package SET checksum = %s, size_bytes = %s WHERE id = %s",
-                        (sha256(path), path.stat().st_size, first["data_transfer_package_id"]))  # fmt: skip
+                        (sha256(path), path.stat().st_size, first.data_transfer_package_id))  # fmt: skip
     result = unpack_cologne(ops_db)
-    assert result.completed == [second["bundle"]] and result.redelivered == {}
-    assert list(result.failed) == [first["bundle"]]
-    row = ops_db.fetch_one("data_transfer", id=first["id"])
-    assert row["unpack_status"] == "FAILED" and row["unpack_failure_reason"].startswith("unpack refused:")
-    assert row["redeliveries"] == 0 and path.exists()
+    assert result.completed == [second.bundle] and result.redelivered == {}
+    assert list(result.failed) == [first.bundle]
+    row = ops_db.fetch_one("data_transfer", id=first.id)
+    assert row.unpack_status == "FAILED" and row.unpack_failure_reason.startswith("unpack refused:")
+    assert row.redeliveries == 0 and path.exists()
     assert no_part_files(data_root)
 
 
@@ -163,14 +164,14 @@ def test_a_part_link_planted_in_the_buffer_is_replaced_not_written_through(
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     first = arrived[0]
-    packages = ops_db.fetch_all("packages_of_bundle_by_id", bundle_id=first["data_transfer_package_id"])
-    target = data_root / "cologne" / "buffer" / packages[0]["relative_path"]
+    packages = ops_db.fetch_all("packages_of_bundle_by_id", bundle_id=first.data_transfer_package_id)
+    target = data_root / "cologne" / "buffer" / packages[0].relative_path
     target.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{target}.part").symlink_to(victim)
 
-    assert first["bundle"] in unpack_cologne(ops_db).completed
+    assert first.bundle in unpack_cologne(ops_db).completed
     assert victim.read_bytes() == b"precious"
-    assert not target.is_symlink() and sha256(target) == packages[0]["checksum"]
+    assert not target.is_symlink() and sha256(target) == packages[0].checksum
     assert no_part_files(data_root)
 
 
@@ -180,14 +181,14 @@ def test_a_linked_directory_in_the_destination_is_refused_with_the_reason(
     outside = tmp_path / "outside"
     outside.mkdir()
     first = arrived[0]
-    packages = ops_db.fetch_all("packages_of_bundle_by_id", bundle_id=first["data_transfer_package_id"])
-    instrument_dir = (data_root / "cologne" / "buffer" / packages[0]["relative_path"]).parents[1]
+    packages = ops_db.fetch_all("packages_of_bundle_by_id", bundle_id=first.data_transfer_package_id)
+    instrument_dir = (data_root / "cologne" / "buffer" / packages[0].relative_path).parents[1]
     instrument_dir.parent.mkdir(parents=True, exist_ok=True)
     instrument_dir.symlink_to(outside, target_is_directory=True)
 
     result = unpack_cologne(ops_db)
-    assert set(result.failed) == {t["bundle"] for t in arrived}  # both bundles write under that link
-    row = ops_db.fetch_one("data_transfer", id=first["id"])
-    assert row["unpack_status"] == "FAILED" and "symbolic link" in row["unpack_failure_reason"]
+    assert set(result.failed) == {t.bundle for t in arrived}  # both bundles write under that link
+    row = ops_db.fetch_one("data_transfer", id=first.id)
+    assert row.unpack_status == "FAILED" and "symbolic link" in row.unpack_failure_reason
     assert list(outside.iterdir()) == []
     assert no_part_files(data_root) and no_part_files(outside)

@@ -40,7 +40,8 @@ from typing import Any
 
 from ccat_operators import checksums, metrics, s3, states, work
 from ccat_operators.faults import ItemFault
-from ccat_operators.opsdb import OpsDb, Row
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import ArchiveTransferRow, LocationRow, WorkItemRow
 from ccat_operators.states import Status
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,12 @@ class ArchiveResult(work.WorkResult):
     needs_intervention: list[str] = field(default_factory=list)
 
 
-def plan_archive_transfers(db: OpsDb, lta: dict[str, Any]) -> int:
+def plan_archive_transfers(db: OpsDb, lta: LocationRow) -> int:
     """Create the LongTermArchiveTransfers towards one archive; return how many are new."""
-    return len(db.fetch_all("plan_archive_transfers", lta_id=lta["id"], site_id=lta["site_id"]))
+    return len(db.fetch_column("plan_archive_transfers", lta_id=lta.id, site_id=lta.site_id))
 
 
-def archive_pending(db: OpsDb, lta: dict[str, Any], client_factory: Callable = s3.client) -> ArchiveResult:
+def archive_pending(db: OpsDb, lta: LocationRow, client_factory: Callable = s3.client) -> ArchiveResult:
     """Plan and run every archive transfer towards ``lta`` that is not waiting for an operator.
 
     A fault of one package counts against it (see module doc) and the run goes on. The
@@ -152,27 +153,24 @@ def archive_pending(db: OpsDb, lta: dict[str, Any], client_factory: Callable = s
     in ``failed`` for the task to retry.
     """
     result = ArchiveResult(planned=plan_archive_transfers(db, lta))
-    rows = [
-        {"id": row["id"], "name": row["package"]}
-        for row in db.fetch_all("find_archive_transfers", location_id=lta["id"], limit=10_000)
-    ]
+    rows = db.fetch_all("find_archive_transfers", location_id=lta.id, limit=10_000)
     if not rows:
         return result
     try:
         client = client_factory(lta)
-        s3.ensure_bucket(client, lta["s3_bucket"])
-        work.run(db, states.ARCHIVE, rows, lambda row: _archive(db, row["id"], client), result, on_fault=_count_fault)
+        s3.ensure_bucket(client, lta.s3_bucket)
+        work.run(db, states.ARCHIVE, rows, lambda row: _archive(db, row.id, client), result, on_fault=_count_fault)
     except Exception as error:
-        where = result.interrupted or f"s3://{lta['s3_bucket']}"
+        where = result.interrupted or f"s3://{lta.s3_bucket}"
         result.failed[where] = str(error)
-        log.error("archive to %s stopped at %s, not counted against any package: %s", lta["name"], where, error)
+        log.error("archive to %s stopped at %s, not counted against any package: %s", lta.name, where, error)
     return result
 
 
 def _archive(db: OpsDb, transfer_id: int, client) -> work.Record:
     """Upload one package unless an object already verified is there; return what records it."""
     transfer = db.fetch_one("long_term_archive_transfer", id=transfer_id)
-    key = object_key(transfer["s3_prefix"], transfer["relative_path"])
+    key = object_key(transfer.s3_prefix, transfer.relative_path)
     try:
         _upload_verified(client, transfer, key)
     except (FileNotFoundError, IsADirectoryError) as error:
@@ -180,49 +178,51 @@ def _archive(db: OpsDb, transfer_id: int, client) -> work.Record:
     except Exception as error:
         if s3.error_code(error) is None or s3.is_storage_fault(error):
             raise
-        raise ArchiveVerificationError(f"s3://{transfer['s3_bucket']}/{key} refused: {error}") from error
+        raise ArchiveVerificationError(f"s3://{transfer.s3_bucket}/{key} refused: {error}") from error
 
     def record() -> None:
         states.record_package_copy(
-            db, transfer["destination_location_id"], transfer["raw_data_package_id"], key, transfer["checksum"]
+            db, transfer.destination_location_id, transfer.raw_data_package_id, key, transfer.checksum
         )
-        db.fetch_value("mark_package_archived", id=transfer["raw_data_package_id"])
-        log.info("archived %s to s3://%s/%s", transfer["package"], transfer["s3_bucket"], key)
+        db.fetch_value("mark_package_archived", id=transfer.raw_data_package_id)
+        log.info("archived %s to s3://%s/%s", transfer.package, transfer.s3_bucket, key)
 
     return record
 
 
-def _upload_verified(client, transfer: dict[str, Any], key: str) -> None:
-    found = s3.head(client, transfer["s3_bucket"], key)
-    if is_verified(found, transfer["size_bytes"], transfer["checksum"]):
+def _upload_verified(client, transfer: ArchiveTransferRow, key: str) -> None:
+    found = s3.head(client, transfer.s3_bucket, key)
+    if is_verified(found, transfer.size_bytes, transfer.checksum):
         return
     started = time.monotonic()
-    source = Path(transfer["origin_root"]) / transfer["relative_path"]
-    server_checksum = upload(client, transfer["s3_bucket"], key, source, transfer["size_bytes"], transfer["checksum"])
-    found = s3.head(client, transfer["s3_bucket"], key)
-    if not is_verified(found, transfer["size_bytes"], transfer["checksum"], server_checksum):
-        raise ArchiveVerificationError(f"s3://{transfer['s3_bucket']}/{key}: HEAD does not match the package")
+    source = Path(transfer.origin_root) / transfer.relative_path
+    server_checksum = upload(client, transfer.s3_bucket, key, source, transfer.size_bytes, transfer.checksum)
+    found = s3.head(client, transfer.s3_bucket, key)
+    if not is_verified(found, transfer.size_bytes, transfer.checksum, server_checksum):
+        raise ArchiveVerificationError(f"s3://{transfer.s3_bucket}/{key}: HEAD does not match the package")
     metrics.throughput(
         "archive",
-        {"site": transfer["destination_site"], "location": transfer["destination_name"],
-         "checksum_algorithm": checksums.parse(transfer["checksum"])[0]},
-        transfer["size_bytes"],
+        {"site": transfer.destination_site, "location": transfer.destination_name,
+         "checksum_algorithm": checksums.parse(transfer.checksum)[0]},
+        transfer.size_bytes,
         time.monotonic() - started,
     )  # fmt: skip
 
 
-def _count_fault(db: OpsDb, column: states.StatusColumn, row: Row, fault: ItemFault, result: ArchiveResult) -> None:
+def _count_fault(
+    db: OpsDb, column: states.StatusColumn, row: WorkItemRow, fault: ItemFault, result: ArchiveResult
+) -> None:
     """A fault of the package: counted; back to PENDING, or FAILED after ``MAX_ATTEMPTS``."""
-    attempt = db.fetch_value("record_archive_failure", id=row["id"])
+    attempt = db.fetch_value("record_archive_failure", id=row.id)
     gave_up = attempt >= MAX_ATTEMPTS
     new = Status.FAILED if gave_up else Status.PENDING
-    states.move(db, column, row["id"], Status.IN_PROGRESS, new, f"attempt {attempt}: {fault}")
-    result.failed[row["name"]] = str(fault)
+    states.move(db, column, row.id, Status.IN_PROGRESS, new, f"attempt {attempt}: {fault}")
+    result.failed[row.name] = str(fault)
     if gave_up:
-        result.needs_intervention.append(row["name"])
-        log.error("archive of %s failed %d times: needs an operator (%s)", row["name"], attempt, fault)
+        result.needs_intervention.append(row.name)
+        log.error("archive of %s failed %d times: needs an operator (%s)", row.name, attempt, fault)
     else:
-        log.error("archive of %s failed (attempt %d of %d): %s", row["name"], attempt, MAX_ATTEMPTS, fault)
+        log.error("archive of %s failed (attempt %d of %d): %s", row.name, attempt, MAX_ATTEMPTS, fault)
 
 
 @dataclass
@@ -239,11 +239,11 @@ def clear_intervention(db: OpsDb, transfer_id: int | None = None) -> ClearResult
     """
     result = ClearResult()
     for row in db.fetch_all("archive_transfers_needing_intervention"):
-        if transfer_id is not None and row["id"] != transfer_id:
+        if transfer_id is not None and row.id != transfer_id:
             continue
-        with states.lease(db, states.ARCHIVE, row["id"]) as mine:
+        with states.lease(db, states.ARCHIVE, row.id) as mine:
             if not mine:
-                result.busy.append(row["id"])
-            elif states.clear_archive_intervention(db, row["id"]):
-                result.cleared.append(row["id"])
+                result.busy.append(row.id)
+            elif states.clear_archive_intervention(db, row.id):
+                result.cleared.append(row.id)
     return result

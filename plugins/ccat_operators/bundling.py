@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from ccat_operators import checksums, metrics, safefs, states, work
 from ccat_operators.faults import ItemFault
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import LocationRow
 from ccat_operators.tarstream import Member, MemberChangedError, write_archive
 from ccat_operators.topology import SETTINGS
 
@@ -80,20 +80,20 @@ def bundle_path(name: str) -> str:
     return f"data_transfer_packages/{name}.tar"
 
 
-def plan_bundles(db: OpsDb, location: dict[str, Any], now: datetime | None = None) -> list[int]:
+def plan_bundles(db: OpsDb, location: LocationRow, now: datetime | None = None) -> list[int]:
     """Create PENDING DataTransferPackages from the buffer's unbundled packages (see module doc)."""
-    settings = location["settings"]
+    settings = location.settings
     limit = settings.get("bundle_size_limit", SETTINGS["bundle_size_limit"][1])
     max_age = timedelta(seconds=settings.get("bundle_max_age", SETTINGS["bundle_max_age"][1]))
     now = now or datetime.now(UTC)
     created = []
     with db.transaction():
-        rows = db.fetch_all("claim_unbundled_packages", location_id=location["id"], limit=PLAN_BATCH)
-        items = [Item(r["id"], r["size_bytes"], r["completed_at"]) for r in rows]
+        rows = db.fetch_all("claim_unbundled_packages", location_id=location.id, limit=PLAN_BATCH)
+        items = [Item(r.id, r.size_bytes, r.completed_at) for r in rows]
         for number, bundle in enumerate(bins_to_send(first_fit_decreasing(items, limit), limit, max_age, now)):
             first = min(item.id for item in bundle.items)
-            name = f"{location['site']}_{location['name']}_{now:%Y%m%dT%H%M%S}_{first}_{number:03d}"
-            bundle_id = db.fetch_value("insert_data_transfer_package", name=name, origin_location_id=location["id"])
+            name = f"{location.site}_{location.name}_{now:%Y%m%dT%H%M%S}_{first}_{number:03d}"
+            bundle_id = db.fetch_value("insert_data_transfer_package", name=name, origin_location_id=location.id)
             package_ids = [item.id for item in bundle.items]
             if db.execute("assign_packages_to_bundle", bundle_id=bundle_id, package_ids=package_ids) != len(
                 package_ids
@@ -110,34 +110,34 @@ def plan_bundles(db: OpsDb, location: dict[str, Any], now: datetime | None = Non
     return created
 
 
-def write_bundles(db: OpsDb, location: dict[str, Any]) -> work.WorkResult:
+def write_bundles(db: OpsDb, location: LocationRow) -> work.WorkResult:
     """Write every PENDING bundle of a BUFFER location (see :func:`work.run`)."""
     result = work.WorkResult()
     result.reclaimed = work.reclaim_abandoned(
-        db, states.BUNDLE, "find_unfinished_data_transfer_packages", location_id=location["id"]
+        db, states.BUNDLE, "find_unfinished_data_transfer_packages", location_id=location.id
     )
-    while claimed := states.claim(db, states.BUNDLE, location_id=location["id"], limit=CLAIM_BATCH):
-        work.run(db, states.BUNDLE, claimed, lambda row: _write(db, row["id"]), result)
+    while claimed := states.claim(db, states.BUNDLE, location_id=location.id, limit=CLAIM_BATCH):
+        work.run(db, states.BUNDLE, claimed, lambda row: _write(db, row.id), result)
     return result
 
 
 def _write(db: OpsDb, bundle_id: int) -> work.Record:
     """Write one bundle's tar of package tars; return what records it."""
     bundle = db.fetch_one("data_transfer_package", id=bundle_id)
-    root = Path(bundle["origin_root"])
+    root = Path(bundle.origin_root)
     members = [
         Member(
-            source=root / p["path"],
-            arcname=p["path"],
-            size=p["size_bytes"],
-            checksum_algorithm=checksums.parse(p["checksum"])[0],
-            expected_checksum=p["checksum"],
+            source=root / p.path,
+            arcname=p.path,
+            size=p.size_bytes,
+            checksum_algorithm=checksums.parse(p.checksum)[0],
+            expected_checksum=p.checksum,
             root=root,
         )
         for p in db.fetch_all("packages_of_bundle", bundle_id=bundle_id)
     ]
-    algorithm = bundle["origin_settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
-    path = bundle_path(bundle["name"])
+    algorithm = bundle.origin_settings.get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
+    path = bundle_path(bundle.name)
     started = time.monotonic()
     try:
         archive = write_archive(root, path, members, algorithm)
@@ -145,10 +145,10 @@ def _write(db: OpsDb, bundle_id: int) -> work.Record:
         raise ItemFault(f"package tar in buffer changed or missing: {error}") from error
     except safefs.UnsafePathError as error:
         raise ItemFault(f"refused: {error}") from error
-    log.info("bundle %s: %d packages, %d bytes, %s", bundle["name"], len(members), archive.size, archive.checksum)
+    log.info("bundle %s: %d packages, %d bytes, %s", bundle.name, len(members), archive.size, archive.checksum)
     metrics.throughput(
         "bundling",
-        {"site": bundle["origin_site"], "location": bundle["origin_name"], "checksum_algorithm": algorithm},
+        {"site": bundle.origin_site, "location": bundle.origin_name, "checksum_algorithm": algorithm},
         archive.size,
         time.monotonic() - started,
         packages=len(members),
@@ -158,6 +158,6 @@ def _write(db: OpsDb, bundle_id: int) -> work.Record:
         db.execute(
             "record_data_transfer_package_written", id=bundle_id, size_bytes=archive.size, checksum=archive.checksum
         )
-        states.record_bundle_copy(db, bundle["origin_location_id"], bundle_id, path, archive.checksum)
+        states.record_bundle_copy(db, bundle.origin_location_id, bundle_id, path, archive.checksum)
 
     return record

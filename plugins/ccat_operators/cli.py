@@ -91,7 +91,7 @@ def cmd_archive_pending_intervention(args: argparse.Namespace) -> None:
     with _db(args) as db:
         rows = db.fetch_all("archive_transfers_needing_intervention")
     for row in rows:
-        print(f"{row['id']}\t{row['package']}\t{row['attempts']} attempts\t{row['failure_reason']}")
+        print(f"{row.id}\t{row.package}\t{row.attempts} attempts\t{row.failure_reason}")
     if not rows:
         print("no archive transfer needs intervention")
 

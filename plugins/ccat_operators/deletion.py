@@ -25,11 +25,11 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ccat_operators import checksums, safefs, states
 from ccat_operators.faults import ItemFault
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import DeletableCopyRow, LocationRow, ScheduledDeletionRow
 from ccat_operators.states import LocationType, PhysicalCopyStatus
 
 log = logging.getLogger(__name__)
@@ -39,20 +39,20 @@ BATCH = 1000
 LIVE = ["PRESENT", "STAGED"]
 
 
-def under_disk_pressure(location: dict[str, Any], threshold: float | None) -> bool:
+def under_disk_pressure(location: LocationRow, threshold: float | None) -> bool:
     """True if the location's disk is fuller than its retention's ``disk_pressure_threshold``."""
-    if threshold is None or not location.get("root_path"):
+    if threshold is None or not location.root_path:
         return False
-    usage = shutil.disk_usage(location["root_path"])
+    usage = shutil.disk_usage(location.root_path)
     return usage.used / usage.total > threshold
 
 
-def deletable(db: OpsDb, location: dict[str, Any], under_pressure: bool, statuses: list[str],
-              copy_id: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def deletable(db: OpsDb, location: LocationRow, under_pressure: bool, statuses: list[str],
+              copy_id: int | None = None) -> list[DeletableCopyRow]:  # fmt: skip
     """Copies at ``location`` in ``statuses`` that the rules allow to delete now."""
-    if location["location_type"] == LocationType.LONG_TERM_ARCHIVE:
+    if location.location_type == LocationType.LONG_TERM_ARCHIVE:
         return []
-    params = {"location_id": location["id"], "statuses": statuses, "copy_id": copy_id, "limit": BATCH}
+    params = {"location_id": location.id, "statuses": statuses, "copy_id": copy_id, "limit": BATCH}
     packages = db.fetch_all("find_deletable_package_copies", under_pressure=under_pressure, **params)
     bundles = db.fetch_all("find_deletable_bundle_copies", **params)
     return packages + bundles
@@ -66,42 +66,42 @@ class DeletionResult:
     failed: dict[int, str] = field(default_factory=dict)
 
 
-def run_deletions(db: OpsDb, location: dict[str, Any], under_pressure: bool | None = None) -> DeletionResult:
+def run_deletions(db: OpsDb, location: LocationRow, under_pressure: bool | None = None) -> DeletionResult:
     """Schedule what may go at ``location``, then delete it, re-checking each copy first."""
     result = DeletionResult()
     if under_pressure is None:
-        retention = db.fetch_one("retention_of_location", location_id=location["id"]) or {}
-        under_pressure = under_disk_pressure(location, retention.get("disk_pressure_threshold"))
-    ids = [row["id"] for row in deletable(db, location, under_pressure, LIVE)]
+        retention = db.fetch_one("retention_of_location", location_id=location.id)
+        under_pressure = under_disk_pressure(location, retention.disk_pressure_threshold if retention else None)
+    ids = [row.id for row in deletable(db, location, under_pressure, LIVE)]
     result.scheduled = states.schedule_deletions(db, ids)
-    for copy in db.fetch_all("find_scheduled_deletions", location_id=location["id"], limit=BATCH):
-        with states.lease(db, states.COPY, copy["id"]) as mine:
+    for copy in db.fetch_all("find_scheduled_deletions", location_id=location.id, limit=BATCH):
+        with states.lease(db, states.COPY, copy.id) as mine:
             if mine:
                 _delete_one(db, location, copy, under_pressure, result)
     return result
 
 
-def _delete_one(db: OpsDb, location: dict[str, Any], copy: dict[str, Any], under_pressure: bool,
+def _delete_one(db: OpsDb, location: LocationRow, copy: ScheduledDeletionRow, under_pressure: bool,
                 result: DeletionResult) -> None:  # fmt: skip
-    if copy["status"] == PhysicalCopyStatus.DELETION_SCHEDULED:
+    if copy.status == PhysicalCopyStatus.DELETION_SCHEDULED:
         with db.transaction():
-            db.fetch_one("lock_physical_copy", id=copy["id"])
-            still = deletable(db, location, under_pressure, ["DELETION_SCHEDULED"], copy_id=copy["id"])
+            db.fetch_one("lock_physical_copy", id=copy.id)
+            still = deletable(db, location, under_pressure, ["DELETION_SCHEDULED"], copy_id=copy.id)
             if not still:
-                states.unschedule_deletion(db, copy["id"])
-                result.kept.append(copy["id"])
+                states.unschedule_deletion(db, copy.id)
+                result.kept.append(copy.id)
                 return
-            states.move(db, states.COPY, copy["id"], _SCHEDULED, _DELETING)
+            states.move(db, states.COPY, copy.id, _SCHEDULED, _DELETING)
     try:
         removed = _remove_files(db, location, copy)
     except (OSError, DeletionRefusedError, safefs.UnsafePathError) as error:
-        states.move(db, states.COPY, copy["id"], _DELETING, PhysicalCopyStatus.DELETION_FAILED, str(error))
-        result.failed[copy["id"]] = str(error)
-        log.error("deleting copy %s at %s failed: %s", copy["id"], location["name"], error)
+        states.move(db, states.COPY, copy.id, _DELETING, PhysicalCopyStatus.DELETION_FAILED, str(error))
+        result.failed[copy.id] = str(error)
+        log.error("deleting copy %s at %s failed: %s", copy.id, location.name, error)
         return
-    states.move(db, states.COPY, copy["id"], _DELETING, PhysicalCopyStatus.DELETED)
-    result.deleted.append(copy["id"])
-    log.info("deleted copy %s at %s (%d file(s))", copy["id"], location["name"], removed)
+    states.move(db, states.COPY, copy.id, _DELETING, PhysicalCopyStatus.DELETED)
+    result.deleted.append(copy.id)
+    log.info("deleted copy %s at %s (%d file(s))", copy.id, location.name, removed)
 
 
 class DeletionRefusedError(ItemFault):
@@ -125,25 +125,25 @@ class CopyFile:
     mtime_ns: int | None = None
 
 
-def copy_files(db: OpsDb, location: dict[str, Any], copy: dict[str, Any]) -> list[CopyFile]:
+def copy_files(db: OpsDb, location: LocationRow, copy: ScheduledDeletionRow) -> list[CopyFile]:
     """The files that make up one copy at a disk location."""
-    if copy["data_transfer_package_id"] is not None:
-        return [CopyFile(copy["path"], copy.get("bundle_size"))]
-    if location["location_type"] == LocationType.BUFFER:
-        return [CopyFile(copy["path"], copy.get("package_size"))]
-    files = db.fetch_all("files_of_package", package_id=copy["raw_data_package_id"])
-    if location["location_type"] == LocationType.PROCESSING:
-        return [CopyFile(f"{copy['path']}/{f['relative_path']}", f["size_bytes"]) for f in files]
+    if copy.data_transfer_package_id is not None:
+        return [CopyFile(copy.path, copy.bundle_size)]
+    if location.location_type == LocationType.BUFFER:
+        return [CopyFile(copy.path, copy.package_size)]
+    files = db.fetch_all("files_of_package", package_id=copy.raw_data_package_id)
+    if location.location_type == LocationType.PROCESSING:
+        return [CopyFile(f"{copy.path}/{f.relative_path}", f.size_bytes) for f in files]
     return [  # SOURCE: the raw files themselves, as filed
-        CopyFile(f["relative_path"], f["size_bytes"], True, f["checksum"],
-                 None if f["inode"] is None else int(f["inode"]), f["mtime_ns"])
+        CopyFile(f.relative_path, f.size_bytes, True, f.checksum,
+                 None if f.inode is None else int(f.inode), f.mtime_ns)
         for f in files
     ]  # fmt: skip
 
 
-def _remove_files(db: OpsDb, location: dict[str, Any], copy: dict[str, Any]) -> int:
+def _remove_files(db: OpsDb, location: LocationRow, copy: ScheduledDeletionRow) -> int:
     """Check every file of the copy, then delete them all; refuse the lot if one is not as recorded."""
-    root = Path(location["root_path"])
+    root = Path(location.root_path)
     doomed = [found for file in copy_files(db, location, copy) if (found := _identify(root, file)) is not None]
     removed = 0
     for real_root, relative, inode in doomed:

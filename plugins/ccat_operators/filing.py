@@ -75,20 +75,18 @@ def file_observation(
     size or checksum mismatch, conflicting earlier filing); nothing is recorded then.
     """
     location = _source_location(db, observation.location)
-    modules = {
-        row["name"]: row["id"] for row in db.fetch_all("instrument_modules_of", instrument=observation.instrument)
-    }
+    modules = {row.name: row.id for row in db.fetch_all("instrument_modules_of", instrument=observation.instrument)}
     if not modules:
         raise FilingError([f"unknown instrument {observation.instrument!r} (declare it in the topology file)"])
-    algorithm = location["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
-    verified = _verify_files(Path(location["root_path"]), observation, modules, algorithm, progress)
+    algorithm = location.settings.get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
+    verified = _verify_files(Path(location.root_path), observation, modules, algorithm, progress)
 
     with db.transaction():
         executed_obs_unit_id = _upsert_executed_obs_unit(db, observation)
-        inserted = db.fetch_all(
+        inserted = db.fetch_column(
             "insert_raw_data_files",
             executed_obs_unit_id=executed_obs_unit_id,
-            source_location_id=location["id"],
+            source_location_id=location.id,
             paths=[f["path"] for f in verified],
             module_ids=[f["module_id"] for f in verified],
             sizes=[f["size"] for f in verified],
@@ -96,8 +94,8 @@ def file_observation(
             inodes=[f["inode"] for f in verified],
             mtimes_ns=[f["mtime_ns"] for f in verified],
         )
-        new_paths = {row["relative_path"] for row in inserted}
-        _check_earlier_filings(db, location["id"], executed_obs_unit_id, verified, new_paths)
+        new_paths = set(inserted)
+        _check_earlier_filings(db, location.id, executed_obs_unit_id, verified, new_paths)
     return FilingResult(
         executed_obs_unit_id=executed_obs_unit_id,
         new_files=len(new_paths),
@@ -108,7 +106,7 @@ def file_observation(
 
 def bytes_on_disk(db: OpsDb, observation: Observation) -> int:
     """Total size of the observation's files found under its location: what filing will hash."""
-    root = Path(_source_location(db, observation.location)["root_path"])
+    root = Path(_source_location(db, observation.location).root_path)
     paths = (root / raw.path for raw in observation.files)
     return sum(path.stat().st_size for path in paths if path.is_file())
 
@@ -118,9 +116,9 @@ def _source_location(db: OpsDb, key: str) -> dict[str, Any]:
     row = db.fetch_one("data_location_by_key", site=site, name=name)
     if row is None:
         raise FilingError([f"unknown location {key!r} (write it as site/location)"])
-    if row["location_type"] != LocationType.SOURCE or row["storage_type"] != StorageType.DISK:
-        raise FilingError([f"location {key!r} is {row['location_type']}/{row['storage_type']}, not a SOURCE disk"])
-    if not row["active"]:
+    if row.location_type != LocationType.SOURCE or row.storage_type != StorageType.DISK:
+        raise FilingError([f"location {key!r} is {row.location_type}/{row.storage_type}, not a SOURCE disk"])
+    if not row.active:
         raise FilingError([f"location {key!r} is inactive"])
     return row
 
@@ -217,14 +215,14 @@ def _upsert_executed_obs_unit(db: OpsDb, observation: Observation) -> int:
         start_time=observation.start_time,
         end_time=observation.end_time,
     )
-    if observation.end_time is not None and row["end_time"] != observation.end_time:
+    if observation.end_time is not None and row.end_time != observation.end_time:
         raise FilingError(
             [
                 f"observation {observation.obs_unit} at {observation.start_time.isoformat()} "
-                f"was filed with end_time {row['end_time']}, not {observation.end_time}"
+                f"was filed with end_time {row.end_time}, not {observation.end_time}"
             ]
         )
-    return row["id"]
+    return row.id
 
 
 def _check_earlier_filings(
@@ -234,7 +232,7 @@ def _check_earlier_filings(
     if not earlier_paths:
         return
     earlier = {
-        row["relative_path"]: row
+        row.relative_path: row
         for row in db.fetch_all("raw_data_files_by_path", source_location_id=location_id, paths=earlier_paths)
     }
     problems = []
@@ -243,14 +241,14 @@ def _check_earlier_filings(
         if row is None:
             continue
         same = (
-            row["executed_obs_unit_id"] == executed_obs_unit_id
-            and row["instrument_module_id"] == wanted["module_id"]
-            and row["size_bytes"] == wanted["size"]
-            and row["checksum"] == wanted["checksum"]
+            row.executed_obs_unit_id == executed_obs_unit_id
+            and row.instrument_module_id == wanted["module_id"]
+            and row.size_bytes == wanted["size"]
+            and row.checksum == wanted["checksum"]
         )
         if not same:
             problems.append(
-                f"file {wanted['path']!r} was already filed (id {row['id']}) with different "
+                f"file {wanted['path']!r} was already filed (id {row.id}) with different "
                 "observation, module, size or checksum"
             )
     if problems:

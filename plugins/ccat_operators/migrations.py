@@ -65,9 +65,9 @@ def upgrade(db: OpsDb, directory: Path | None = None) -> list[str]:
     applied_now: list[str] = []
     with db.transaction():
         # Lock first: concurrent CREATE TABLE IF NOT EXISTS races in the catalog.
-        db.fetch_one("lock_schema_migrations")
+        db.fetch_value("lock_schema_migrations")
         db.execute("create_schema_migrations")
-        applied = {row["version"]: row for row in db.fetch_all("applied_migrations")}
+        applied = {row.version: row for row in db.fetch_all("applied_migrations")}
         _check_applied_unchanged(migrations, applied)
         for migration in migrations:
             if migration.version in applied:
@@ -89,13 +89,13 @@ def _check_applied_unchanged(migrations: list[Migration], applied: dict[str, dic
         migration = by_version.get(version)
         if migration is None:
             raise MigrationError(
-                f"ops-db has migration {row['filename']} applied, which this version of ccat does not know "
+                f"ops-db has migration {row.filename} applied, which this version of ccat does not know "
                 "(it is missing from the migrations directory): upgrade ccat"
             )
-        if migration.sha256 != row["sha256"]:
+        if migration.sha256 != row.sha256:
             raise MigrationError(
-                f"{migration.path}: content changed after it was applied on {row['applied_at']:%Y-%m-%d %H:%M} "
-                f"(recorded sha256 {row['sha256'][:12]}…, file now {migration.sha256[:12]}…); "
+                f"{migration.path}: content changed after it was applied on {row.applied_at:%Y-%m-%d %H:%M} "
+                f"(recorded sha256 {row.sha256[:12]}…, file now {migration.sha256[:12]}…); "
                 "add a new migration instead of editing an applied one"
             )
 
@@ -108,6 +108,6 @@ def status(db: OpsDb, directory: Path | None = None) -> list[tuple[str, bool]]:
     """
     migrations = discover(directory)
     db.execute("create_schema_migrations")
-    applied = {row["version"]: row for row in db.fetch_all("applied_migrations")}
+    applied = {row.version: row for row in db.fetch_all("applied_migrations")}
     _check_applied_unchanged(migrations, applied)
     return [(m.path.name, m.version in applied) for m in migrations]

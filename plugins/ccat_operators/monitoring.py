@@ -12,10 +12,10 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from ccat_operators import metrics, states
-from ccat_operators.opsdb import OpsDb, compose_query
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import LocationRow
 from ccat_operators.states import Status
 
 log = logging.getLogger(__name__)
@@ -23,14 +23,14 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 1000
 
 
-def disk_usage(location: dict[str, Any]) -> dict[str, float] | None:
+def disk_usage(location: LocationRow) -> dict[str, float] | None:
     """Used and total bytes of a disk location, recorded as a metric; None if not mounted here."""
-    root = location.get("root_path")
+    root = location.root_path
     if not root or not Path(root).exists():
         return None
     usage = shutil.disk_usage(root)
     fields = {"used_bytes": usage.used, "total_bytes": usage.total, "used_fraction": round(usage.used / usage.total, 4)}
-    metrics.record("disk_usage", {"site": location["site"], "location": location["name"]}, fields)
+    metrics.record("disk_usage", {"site": location.site, "location": location.name}, fields)
     return fields
 
 
@@ -39,15 +39,15 @@ def sweep_stuck(db: OpsDb, older_than: timedelta) -> list[str]:
     lines: list[str] = []
     interval = f"{int(older_than.total_seconds())} seconds"
     for column in states.WORK_COLUMNS:
-        query = compose_query("find_stuck_in_progress", table=column.table, column=column.column,
-                              changed_at=column.changed_at)  # fmt: skip
-        for row in db.conn.execute(query, {"older_than": interval, "limit": SWEEP_BATCH}).fetchall():
-            since = row["status_changed_at"]
+        identifiers = {"table": column.table, "column": column.column, "changed_at": column.changed_at}
+        for row in db.fetch_all("find_stuck_in_progress", identifiers=identifiers, older_than=interval,
+                                limit=SWEEP_BATCH):  # fmt: skip
+            since = row.status_changed_at
             reason = f"swept: IN_PROGRESS since {since:%Y-%m-%d %H:%M} with no live worker"
-            with states.lease(db, column, row["id"]) as free:
-                if free and states.move(db, column, row["id"], Status.IN_PROGRESS, Status.PENDING, reason):
+            with states.lease(db, column, row.id) as free:
+                if free and states.move(db, column, row.id, Status.IN_PROGRESS, Status.PENDING, reason):
                     label = column.table if column.column == "status" else f"{column.column} of {column.table}"
-                    lines.append(f"{label} {row['id']}: IN_PROGRESS since {since} -> PENDING")
+                    lines.append(f"{label} {row.id}: IN_PROGRESS since {since} -> PENDING")
     for line in lines:
         log.warning("stuck work swept: %s", line)
     return lines
@@ -72,10 +72,10 @@ def health_summary(db: OpsDb) -> Health:
     """Counts per stage and state, the oldest waiting item, and what needs an operator."""
     health = Health()
     for row in db.fetch_all("pipeline_state_counts"):
-        health.counts.setdefault(row["stage"], {})[row["status"]] = row["items"]
-        metrics.record("pipeline_state", {"table": row["stage"], "status": row["status"]}, {"items": row["items"]})
-        waiting = row["status"] in (Status.PENDING, Status.SCHEDULED)
-        if waiting and (health.oldest_waiting is None or row["oldest"] < health.oldest_waiting[1]):
-            health.oldest_waiting = (f"{row['stage']} {row['status']}", row["oldest"])
-    health.needs_intervention = [row["package"] for row in db.fetch_all("archive_transfers_needing_intervention")]
+        health.counts.setdefault(row.stage, {})[row.status] = row.items
+        metrics.record("pipeline_state", {"table": row.stage, "status": row.status}, {"items": row.items})
+        waiting = row.status in (Status.PENDING, Status.SCHEDULED)
+        if waiting and (health.oldest_waiting is None or row.oldest < health.oldest_waiting[1]):
+            health.oldest_waiting = (f"{row.stage} {row.status}", row.oldest)
+    health.needs_intervention = [row.package for row in db.fetch_all("archive_transfers_needing_intervention")]
     return health

@@ -22,9 +22,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, timeout_from_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row, tuple_row
 
 from ccat_operators.paths import sql_dir
+from ccat_operators.rows import QUERY_RECORDS
 
 #: Environment variables that may hold the ops-db URL, in order of preference.
 DSN_VARIABLES = ("CCAT_OPS_DB_URL", "AIRFLOW_CONN_CCAT_OPS_DB")
@@ -119,7 +120,9 @@ class OpsDb:
     """A psycopg connection plus the project's named queries.
 
     The connection runs in autocommit mode: a single named query is its own
-    transaction, and :meth:`transaction` groups several into one.
+    transaction, and :meth:`transaction` groups several into one. Rows of named
+    queries come back as their typed records; ``conn`` itself (for tests and ad-hoc
+    SQL) returns dicts.
     """
 
     def __init__(self, conn: psycopg.Connection) -> None:
@@ -168,25 +171,43 @@ class OpsDb:
         with self.conn.transaction():
             yield self
 
-    def _run(self, query: str | sql.Composable, params: Mapping[str, Any]) -> psycopg.Cursor:
-        return self.conn.execute(query, params)
+    def _cursor(self, query: str, identifiers: Mapping[str, str] | None, params: Mapping[str, Any],
+                row_factory: Any) -> psycopg.Cursor:  # fmt: skip
+        text = compose_query(query, **identifiers) if identifiers else load_query(query)
+        return self.conn.cursor(row_factory=row_factory).execute(text, params)
 
-    def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
-        """Run a named query and return every row as a dict."""
-        return self._run(load_query(query), params).fetchall()
+    @staticmethod
+    def _record(query: str) -> Any:
+        record = QUERY_RECORDS.get(query)
+        if record is None:
+            raise UnknownQueryError(
+                f"query {query!r} has no record in rows.QUERY_RECORDS; read one column with fetch_value or fetch_column"
+            )
+        return class_row(record)
 
-    def fetch_one(self, query: str, /, **params: Any) -> Row | None:
-        """Run a named query and return its first row, or None."""
-        return self._run(load_query(query), params).fetchone()
+    def fetch_all(self, query: str, /, *, identifiers: Mapping[str, str] | None = None, **params: Any) -> list[Any]:
+        """Run a named query and return every row as its record (:mod:`ccat_operators.rows`).
 
-    def fetch_value(self, query: str, /, **params: Any) -> Any:
+        ``identifiers`` fill a template query's ``{names}`` (quoted, never values).
+        """
+        return self._cursor(query, identifiers, params, self._record(query)).fetchall()
+
+    def fetch_one(self, query: str, /, *, identifiers: Mapping[str, str] | None = None, **params: Any) -> Any:
+        """Run a named query and return its first row as its record, or None."""
+        return self._cursor(query, identifiers, params, self._record(query)).fetchone()
+
+    def fetch_value(self, query: str, /, *, identifiers: Mapping[str, str] | None = None, **params: Any) -> Any:
         """Run a named query and return the first column of its first row, or None."""
-        row = self.fetch_one(query, **params)
-        return None if row is None else next(iter(row.values()))
+        row = self._cursor(query, identifiers, params, tuple_row).fetchone()
+        return None if row is None else row[0]
 
-    def execute(self, query: str, /, **params: Any) -> int:
+    def fetch_column(self, query: str, /, *, identifiers: Mapping[str, str] | None = None, **params: Any) -> list[Any]:
+        """Run a named query and return the first column of every row."""
+        return [row[0] for row in self._cursor(query, identifiers, params, tuple_row).fetchall()]
+
+    def execute(self, query: str, /, *, identifiers: Mapping[str, str] | None = None, **params: Any) -> int:
         """Run a named statement and return the number of rows it touched."""
-        return self._run(load_query(query), params).rowcount
+        return self._cursor(query, identifiers, params, tuple_row).rowcount
 
     def execute_script(self, text: str) -> None:
         """Run trusted multi-statement SQL text (migrations) as-is."""

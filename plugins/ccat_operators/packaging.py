@@ -38,6 +38,7 @@ from typing import Any
 from ccat_operators import checksums, metrics, safefs, states, work
 from ccat_operators.faults import ItemFault
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import BufferRow, LocationRow, UnpackagedFileRow
 from ccat_operators.tarstream import Member, MemberChangedError, write_archive
 from ccat_operators.topology import SETTINGS
 
@@ -82,16 +83,16 @@ def split_group(files: Sequence[FileToPackage], limit: int) -> list[tuple[list[F
     return packages
 
 
-def package_name(row: dict[str, Any], first_file_id: Any) -> str:
+def package_name(row: UnpackagedFileRow, first_file_id: Any) -> str:
     """A readable, unique name: instrument, module, obs unit, start, first file's id."""
-    parts = (row["instrument"], row["module"], row["obs_unit"], f"{row['start_time']:%Y%m%dT%H%M%SZ}")
+    parts = (row.instrument, row.module, row.obs_unit, f"{row.start_time:%Y%m%dT%H%M%SZ}")
     readable = "_".join(_UNSAFE.sub("-", part) for part in parts)
     return f"{readable}_{str(first_file_id)[:8]}"
 
 
-def package_path(row: dict[str, Any], name: str) -> str:
+def package_path(row: UnpackagedFileRow, name: str) -> str:
     """Where the tar lives under a buffer root: by instrument and observation date."""
-    return f"raw_data_packages/{_UNSAFE.sub('-', row['instrument'])}/{row['start_time']:%Y-%m-%d}/{name}.tar"
+    return f"raw_data_packages/{_UNSAFE.sub('-', row.instrument)}/{row.start_time:%Y-%m-%d}/{name}.tar"
 
 
 @dataclass
@@ -101,20 +102,18 @@ class PlanResult:
     oversized: int = 0
 
 
-def plan_packages(db: OpsDb, location: dict[str, Any], batch: int = PLAN_BATCH) -> PlanResult:
+def plan_packages(db: OpsDb, location: LocationRow, batch: int = PLAN_BATCH) -> PlanResult:
     """Group the location's unpackaged files into PENDING packages (see module doc)."""
-    limit = location["settings"].get("package_size_limit", SETTINGS["package_size_limit"][1])
+    limit = location.settings.get("package_size_limit", SETTINGS["package_size_limit"][1])
     result = PlanResult()
     while True:
         with db.transaction():
-            rows = db.fetch_all("claim_unpackaged_files", location_id=location["id"], limit=batch)
-            groups = [
-                list(g) for _, g in groupby(rows, key=lambda r: (r["executed_obs_unit_id"], r["instrument_module_id"]))
-            ]
+            rows = db.fetch_all("claim_unpackaged_files", location_id=location.id, limit=batch)
+            groups = [list(g) for _, g in groupby(rows, key=lambda r: (r.executed_obs_unit_id, r.instrument_module_id))]
             if len(rows) == batch and len(groups) > 1:
                 groups.pop()  # it may go on past this batch: package it whole next time round
             for group in groups:
-                files = [FileToPackage(r["id"], r["relative_path"], r["size_bytes"]) for r in group]
+                files = [FileToPackage(r.id, r.relative_path, r.size_bytes) for r in group]
                 for members, oversized in split_group(files, limit):
                     result.packages.append(_record_package(db, location, group[0], members, oversized))
                     result.files += len(members)
@@ -124,15 +123,15 @@ def plan_packages(db: OpsDb, location: dict[str, Any], batch: int = PLAN_BATCH) 
 
 
 def _record_package(
-    db: OpsDb, location: dict[str, Any], row: dict[str, Any], members: list[FileToPackage], oversized: bool
+    db: OpsDb, location: LocationRow, row: UnpackagedFileRow, members: list[FileToPackage], oversized: bool
 ) -> int:
     name = package_name(row, members[0].id)
     package_id = db.fetch_value(
         "insert_raw_data_package",
         name=name,
-        executed_obs_unit_id=row["executed_obs_unit_id"],
-        instrument_module_id=row["instrument_module_id"],
-        source_location_id=location["id"],
+        executed_obs_unit_id=row.executed_obs_unit_id,
+        instrument_module_id=row.instrument_module_id,
+        source_location_id=location.id,
         relative_path=package_path(row, name),
         size_bytes=None,
         oversized=oversized,
@@ -145,14 +144,14 @@ def _record_package(
     return package_id
 
 
-def write_packages(db: OpsDb, location: dict[str, Any]) -> work.WorkResult:
+def write_packages(db: OpsDb, location: LocationRow) -> work.WorkResult:
     """Write every PENDING package of a SOURCE location into its site's buffer (see :func:`work.run`)."""
     result = work.WorkResult()
     result.reclaimed = work.reclaim_abandoned(
-        db, states.PACKAGE, "find_unfinished_raw_data_packages", location_id=location["id"]
+        db, states.PACKAGE, "find_unfinished_raw_data_packages", location_id=location.id
     )
-    while claimed := states.claim(db, states.PACKAGE, location_id=location["id"], limit=CLAIM_BATCH):
-        work.run(db, states.PACKAGE, claimed, lambda row: _write(db, row["id"]), result)
+    while claimed := states.claim(db, states.PACKAGE, location_id=location.id, limit=CLAIM_BATCH):
+        work.run(db, states.PACKAGE, claimed, lambda row: _write(db, row.id), result)
     return result
 
 
@@ -160,43 +159,41 @@ def _write(db: OpsDb, package_id: int) -> work.Record:
     """Write one package's tar into its site's buffer; return what records it."""
     package = db.fetch_one("raw_data_package", id=package_id)
     files = db.fetch_all("files_of_package", package_id=package_id)
-    source_root = Path(package["source_root"])
+    source_root = Path(package.source_root)
     members = [
         Member(
-            source=source_root / f["relative_path"],
-            arcname=f["relative_path"],
-            size=f["size_bytes"],
-            checksum_algorithm=checksums.parse(f["checksum"])[0],
-            expected_checksum=f["checksum"],
+            source=source_root / f.relative_path,
+            arcname=f.relative_path,
+            size=f.size_bytes,
+            checksum_algorithm=checksums.parse(f.checksum)[0],
+            expected_checksum=f.checksum,
             root=source_root,
         )
         for f in files
     ]
-    buffer = choose_buffer(db, package["site"], sum(f["size_bytes"] for f in files))
-    algorithm = buffer["settings"].get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
+    buffer = choose_buffer(db, package.site, sum(f.size_bytes for f in files))
+    algorithm = buffer.settings.get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
     started = time.monotonic()
     try:
-        archive = write_archive(Path(buffer["root_path"]), package["relative_path"], members, algorithm)
+        archive = write_archive(Path(buffer.root_path), package.relative_path, members, algorithm)
     except MemberChangedError as error:
         raise ItemFault(f"source file changed or missing: {error}") from error
     except safefs.UnsafePathError as error:
         raise ItemFault(f"refused: {error}") from error
     metrics.throughput(
         "packaging",
-        {"site": package["site"], "location": buffer["name"], "checksum_algorithm": algorithm},
+        {"site": package.site, "location": buffer.name, "checksum_algorithm": algorithm},
         archive.size,
         time.monotonic() - started,
         files=len(files),
     )
-    log.info("package %s: %d files, %d bytes, %s", package["name"], len(files), archive.size, archive.checksum)
+    log.info("package %s: %d files, %d bytes, %s", package.name, len(files), archive.size, archive.checksum)
 
     def record() -> None:
-        db.execute(
-            "record_raw_data_package_written", id=package["id"], size_bytes=archive.size, checksum=archive.checksum
-        )
-        states.record_package_copy(db, buffer["id"], package["id"], package["relative_path"], archive.checksum)
-        source_directory = common_directory(f["relative_path"] for f in files)
-        states.record_package_copy(db, package["source_location_id"], package["id"], source_directory, None)
+        db.execute("record_raw_data_package_written", id=package.id, size_bytes=archive.size, checksum=archive.checksum)
+        states.record_package_copy(db, buffer.id, package.id, package.relative_path, archive.checksum)
+        source_directory = common_directory(f.relative_path for f in files)
+        states.record_package_copy(db, package.source_location_id, package.id, source_directory, None)
 
     return record
 
@@ -212,7 +209,7 @@ def common_directory(paths: Iterable[str]) -> str:
     return "/".join(common) or "."
 
 
-def choose_buffer(db: OpsDb, site: str, size: int) -> dict[str, Any]:
+def choose_buffer(db: OpsDb, site: str, size: int) -> BufferRow:
     """Return the site's preferred active buffer with room for ``size`` more bytes.
 
     Buffers are tried in priority order; one is skipped when its free space after the
@@ -221,15 +218,15 @@ def choose_buffer(db: OpsDb, site: str, size: int) -> dict[str, Any]:
     site_id = db.fetch_value("site_id", short_name=site)
     reasons = []
     for buffer in db.fetch_all("active_buffers_of_site", site_id=site_id):
-        root = Path(buffer["root_path"])
-        reserve = buffer["settings"].get("min_free_space", 0)
+        root = Path(buffer.root_path)
+        reserve = buffer.settings.get("min_free_space", 0)
         try:
             free = shutil.disk_usage(root).free
         except FileNotFoundError:
-            reasons.append(f"{site}/{buffer['name']}: {root} is not mounted")
+            reasons.append(f"{site}/{buffer.name}: {root} is not mounted")
             continue
         if free - size < reserve:
-            reasons.append(f"{site}/{buffer['name']}: {free} bytes free, needs {size} + reserve {reserve}")
+            reasons.append(f"{site}/{buffer.name}: {free} bytes free, needs {size} + reserve {reserve}")
             continue
         return buffer
     raise NoBufferError(f"no active buffer at site {site} can take {size} bytes: " + "; ".join(reasons or ["none"]))

@@ -89,7 +89,7 @@ def discover(db: OpsDb, site: str | None = None, location: str | None = None) ->
         raise LookupError(f"no active data location matches {wanted}")
     queues: list[Queue] = []
     for row in rows:
-        queues.extend(queues_for_location(row["site"], row["name"], row["location_type"]))
+        queues.extend(queues_for_location(row.site, row.name, row.location_type))
     return queues
 
 

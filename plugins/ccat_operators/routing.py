@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import BufferRow, LocationRow, UnroutedBundleRow
 from ccat_operators.states import LocationType, RouteType
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,16 @@ class Router:
     def __init__(self, db: OpsDb) -> None:
         self.db = db
         self.lta_sites = db.fetch_all("long_term_archive_sites")
-        self.lta_site_ids = {row["id"] for row in self.lta_sites}
-        self._buffers: dict[int, dict[str, Any]] = {}
-        self._locations: dict[int, dict[str, Any]] = {}
+        self.lta_site_ids = {row.id for row in self.lta_sites}
+        self._buffers: dict[int, BufferRow] = {}
+        self._locations: dict[int, LocationRow] = {}
 
-    def location(self, location_id: int) -> dict[str, Any]:
+    def location(self, location_id: int) -> LocationRow:
         if location_id not in self._locations:
             self._locations[location_id] = self.db.fetch_one("data_location_by_id", id=location_id)
         return self._locations[location_id]
 
-    def primary_buffer(self, site_id: int) -> dict[str, Any]:
+    def primary_buffer(self, site_id: int) -> BufferRow:
         if site_id not in self._buffers:
             buffers = self.db.fetch_all("active_buffers_of_site", site_id=site_id)
             if not buffers:
@@ -74,19 +74,19 @@ class Router:
             self._buffers[site_id] = buffers[0]
         return self._buffers[site_id]
 
-    def legs_for(self, bundle: dict[str, Any]) -> list[Leg]:
+    def legs_for(self, bundle: UnroutedBundleRow) -> list[Leg]:
         """Every leg the bundle needs; advances the origin site's round-robin position."""
-        origin_site = bundle["origin_site_id"]
-        targets = [row for row in self.lta_sites if row["id"] != origin_site]
+        origin_site = bundle.origin_site_id
+        targets = [row for row in self.lta_sites if row.id != origin_site]
         if not targets or not self.db.fetch_value("site_has_source", site_id=origin_site):
             return []
         position = self.db.fetch_value("next_round_robin", site_id=origin_site, count=len(targets))
         primary = targets[position % len(targets)]
         legs: dict[int, Leg] = {}
-        first = self._add_legs(legs, origin_site, bundle["origin_location_id"], primary["id"], depends_on=None)
+        first = self._add_legs(legs, origin_site, bundle.origin_location_id, primary.id, depends_on=None)
         for secondary in targets:
-            if secondary["id"] != primary["id"]:
-                self._add_legs(legs, primary["id"], first, secondary["id"], depends_on=first)
+            if secondary.id != primary.id:
+                self._add_legs(legs, primary.id, first, secondary.id, depends_on=first)
         return list(legs.values())
 
     def _add_legs(
@@ -101,22 +101,22 @@ class Router:
         route = self.db.fetch_one(
             "active_route_between", origin_site_id=origin_site, destination_site_id=destination_site
         )
-        method = self.location(origin_location)["settings"].get("transfer_method", "rsync")
+        method = self.location(origin_location).settings.get("transfer_method", "rsync")
         if route is None:
-            destination = self.primary_buffer(destination_site)["id"]
+            destination = self.primary_buffer(destination_site).id
             return self._put(legs, Leg(origin_location, destination, method, None, True, depends_on))
-        method = route["method"]
-        if route["route_type"] == RouteType.RELAY:
-            via = self.primary_buffer(route["via_site_id"])["id"]
-            unpack_at_via = route["via_site_id"] in self.lta_site_ids
-            self._put(legs, Leg(origin_location, via, method, route["id"], unpack_at_via, depends_on))
-            destination = self.primary_buffer(destination_site)["id"]
-            return self._put(legs, Leg(via, destination, method, route["id"], True, via))
-        if route["route_type"] == RouteType.CUSTOM:
-            origin_location = route["origin_location_id"]
-        destination = route["destination_location_id"]
-        unpack = self.location(destination)["location_type"] == LocationType.BUFFER
-        return self._put(legs, Leg(origin_location, destination, method, route["id"], unpack, depends_on))
+        method = route.method
+        if route.route_type == RouteType.RELAY:
+            via = self.primary_buffer(route.via_site_id).id
+            unpack_at_via = route.via_site_id in self.lta_site_ids
+            self._put(legs, Leg(origin_location, via, method, route.id, unpack_at_via, depends_on))
+            destination = self.primary_buffer(destination_site).id
+            return self._put(legs, Leg(via, destination, method, route.id, True, via))
+        if route.route_type == RouteType.CUSTOM:
+            origin_location = route.origin_location_id
+        destination = route.destination_location_id
+        unpack = self.location(destination).location_type == LocationType.BUFFER
+        return self._put(legs, Leg(origin_location, destination, method, route.id, unpack, depends_on))
 
     @staticmethod
     def _put(legs: dict[int, Leg], leg: Leg) -> int:
@@ -128,17 +128,17 @@ class Router:
         return leg.destination_location_id
 
 
-def route_bundles(db: OpsDb, location: dict[str, Any]) -> list[int]:
+def route_bundles(db: OpsDb, location: LocationRow) -> list[int]:
     """Create the DataTransfers of every unrouted bundle at a buffer; return their ids."""
     created: list[int] = []
     with db.transaction():
         router = Router(db)
-        for bundle in db.fetch_all("claim_unrouted_bundles", location_id=location["id"], limit=ROUTE_BATCH):
+        for bundle in db.fetch_all("claim_unrouted_bundles", location_id=location.id, limit=ROUTE_BATCH):
             ids: dict[int, int] = {}
             for leg in router.legs_for(bundle):
                 transfer_id = db.fetch_value(
                     "insert_data_transfer",
-                    bundle_id=bundle["id"],
+                    bundle_id=bundle.id,
                     origin_location_id=leg.origin_location_id,
                     destination_location_id=leg.destination_location_id,
                     route_id=leg.route_id,
@@ -148,11 +148,11 @@ def route_bundles(db: OpsDb, location: dict[str, Any]) -> list[int]:
                 )
                 if transfer_id is None:
                     transfer_id = db.fetch_value(
-                        "data_transfer_id", bundle_id=bundle["id"], destination_location_id=leg.destination_location_id
+                        "data_transfer_id", bundle_id=bundle.id, destination_location_id=leg.destination_location_id
                     )
                 else:
                     created.append(transfer_id)
                 ids[leg.destination_location_id] = transfer_id
-            db.execute("mark_bundle_routed", id=bundle["id"])
-            log.info("bundle %s: %d transfer(s)", bundle["name"], len(ids))
+            db.execute("mark_bundle_routed", id=bundle.id)
+            log.info("bundle %s: %d transfer(s)", bundle.name, len(ids))
     return created

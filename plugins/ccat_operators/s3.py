@@ -27,10 +27,10 @@ def client(location: dict[str, Any]):
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from botocore.config import Config
 
-    hook = S3Hook(aws_conn_id=location["s3_conn_id"], region_name=location["s3_region"])
+    hook = S3Hook(aws_conn_id=location.s3_conn_id, region_name=location.s3_region)
     return hook.get_session().client(
         "s3",
-        endpoint_url=location["s3_endpoint_url"] or hook.conn_config.endpoint_url,
+        endpoint_url=location.s3_endpoint_url or hook.conn_config.endpoint_url,
         config=Config(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",

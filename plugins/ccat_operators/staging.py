@@ -25,7 +25,15 @@ from typing import Any
 
 from ccat_operators import s3, safefs, states, work
 from ccat_operators.faults import ItemFault
-from ccat_operators.opsdb import OpsDb, Row
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import (
+    ArchiveCopyRow,
+    LocationRow,
+    PackageFileRow,
+    StagingJobRow,
+    StagingPackageRow,
+    WorkItemRow,
+)
 from ccat_operators.states import LocationType, Status
 from ccat_operators.tarstream import Extracted, TarRefusedError, extract_verified
 from ccat_operators.units import parse_duration
@@ -125,23 +133,23 @@ def _midnight(day: date | None) -> datetime | None:
     return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
 
 
-def create_job(db: OpsDb, request: StagingRequest) -> dict[str, Any]:
+def create_job(db: OpsDb, request: StagingRequest) -> StagingJobRow:
     """Find or create the StagingJob for ``request`` with its packages (idempotent)."""
     site, _, name = request.location.partition("/")
     location = db.fetch_one("data_location_by_key", site=site, name=name)
-    if location is None or location["location_type"] != LocationType.PROCESSING or not location["active"]:
+    if location is None or location.location_type != LocationType.PROCESSING or not location.active:
         raise StagingRequestError(f"{request.location!r} is not an active PROCESSING location")
     if request.observations:
-        ids = [row["id"] for row in db.fetch_all("executed_obs_units_by_ids", ids=list(request.observations))]
+        ids = db.fetch_column("executed_obs_units_by_ids", ids=list(request.observations))
         unknown = sorted(set(request.observations) - set(ids))
         if unknown:
             raise StagingRequestError(f"unknown observation id(s): {', '.join(map(str, unknown))}")
     else:
         end = request.end + timedelta(days=1) if request.end else None
-        ids = [row["id"] for row in db.fetch_all(
+        ids = db.fetch_column(
             "executed_obs_units_by_obs_unit", obs_unit=request.obs_unit, start=_midnight(request.start),
             end=_midnight(end),
-        )]  # fmt: skip
+        )  # fmt: skip
         if not ids:
             raise StagingRequestError(f"no observation of obs unit {request.obs_unit!r} in the given dates")
     name = _generation(db, request.job_name())
@@ -150,12 +158,12 @@ def create_job(db: OpsDb, request: StagingRequest) -> dict[str, Any]:
             "upsert_staging_job",
             name=name,
             requested_by=request.requested_by,
-            location_id=location["id"],
+            location_id=location.id,
             request=json.dumps({**request.key(), "observation_ids": ids}),
             retention_period=timedelta(seconds=parse_duration(request.retention)),
         )
-        db.execute("add_staging_job_packages", job_id=job["id"], observation_ids=ids)
-        if not db.fetch_all("staging_job_packages", job_id=job["id"]):
+        db.execute("add_staging_job_packages", job_id=job.id, observation_ids=ids)
+        if not db.fetch_all("staging_job_packages", job_id=job.id):
             # Raised inside the transaction: a refused request leaves no job behind.
             raise StagingRequestError("the observations have no packaged data yet")
     return job
@@ -163,8 +171,8 @@ def create_job(db: OpsDb, request: StagingRequest) -> dict[str, Any]:
 
 def _generation(db: OpsDb, base: str) -> str:
     jobs = db.fetch_all("staging_jobs_like", name=base)
-    if not jobs or not jobs[0]["expired_copies"]:
-        return jobs[0]["name"] if jobs else base
+    if not jobs or not jobs[0].expired_copies:
+        return jobs[0].name if jobs else base
     return f"{base}_{len(jobs) + 1}"
 
 
@@ -185,39 +193,39 @@ def stage_job(db: OpsDb, job_id: int, client_factory: Callable = s3.client) -> S
     puts the job back to PENDING, with no ``.part`` left, and is raised for a retry.
     """
     job = db.fetch_one("staging_job", id=job_id)
-    result = StageResult(job["name"])
-    if job["status"] == Status.COMPLETED:
-        result.already = [p["name"] for p in db.fetch_all("staging_job_packages", job_id=job_id)]
+    result = StageResult(job.name)
+    if job.status == Status.COMPLETED:
+        result.already = [p.name for p in db.fetch_all("staging_job_packages", job_id=job_id)]
         return result
-    location = db.fetch_one("data_location_by_id", id=job["destination_location_id"])
+    location = db.fetch_one("data_location_by_id", id=job.destination_location_id)
 
-    def attempt(row: Row) -> work.Record:
+    def attempt(row: WorkItemRow) -> work.Record:
         _stage_packages(db, job, location, client_factory, result)
         if result.failed:
             raise ItemFault("; ".join(f"{name}: {why}" for name, why in result.failed.items()))
         return None
 
     outcome = work.WorkResult()
-    work.run(db, states.STAGING_JOB, [{"id": job_id, "name": job["name"]}], attempt, outcome, retry_failed=True)
+    work.run(db, states.STAGING_JOB, [WorkItemRow(job_id, job.name)], attempt, outcome, retry_failed=True)
     if not outcome.completed and not outcome.failed:
-        raise RuntimeError(f"staging job {job['name']} is being worked on by another worker")
+        raise RuntimeError(f"staging job {job.name} is being worked on by another worker")
     return result
 
 
 def _stage_packages(
-    db: OpsDb, job: dict[str, Any], location: dict[str, Any], client_factory: Callable, result: StageResult
+    db: OpsDb, job: StagingJobRow, location: LocationRow, client_factory: Callable, result: StageResult
 ) -> None:
-    for package in db.fetch_all("staging_job_packages", job_id=job["id"]):
-        if package["status"] == Status.COMPLETED:
-            result.already.append(package["name"])
+    for package in db.fetch_all("staging_job_packages", job_id=job.id):
+        if package.status == Status.COMPLETED:
+            result.already.append(package.name)
             continue
         try:
             _stage_package(db, job, package, location, client_factory)
-            result.staged.append(package["name"])
+            result.staged.append(package.name)
         except (ItemFault, StagingRequestError) as error:
-            result.failed[package["name"]] = str(error)
-            states.set_staging_package(db, job["id"], package["id"], Status.FAILED)
-            log.error("staging %s: package %s: %s", job["name"], package["name"], error)
+            result.failed[package.name] = str(error)
+            states.set_staging_package(db, job.id, package.id, Status.FAILED)
+            log.error("staging %s: package %s: %s", job.name, package.name, error)
 
 
 class _ReadInto:
@@ -236,21 +244,21 @@ class _ReadInto:
 
 
 def _stage_package(
-    db: OpsDb, job: dict[str, Any], package: dict[str, Any], location: dict[str, Any], client_factory: Callable
+    db: OpsDb, job: StagingJobRow, package: StagingPackageRow, location: LocationRow, client_factory: Callable
 ) -> None:
     """Stage one package from the first archive copy that verifies; refuse it if none does."""
-    copies = db.fetch_all("archive_copies_of_package", package_id=package["id"], site_id=location["site_id"])
+    copies = db.fetch_all("archive_copies_of_package", package_id=package.id, site_id=location.site_id)
     if not copies:
-        raise StagingRequestError(f"package {package['name']} has no verified archive copy yet")
-    files = db.fetch_all("files_of_package", package_id=package["id"])
+        raise StagingRequestError(f"package {package.name} has no verified archive copy yet")
+    files = db.fetch_all("files_of_package", package_id=package.id)
     refusals = []
     for source in copies:
         try:
-            extracted = _fetch(client_factory(source), source, package, files, Path(location["root_path"]), job["name"])
+            extracted = _fetch(client_factory(source), source, package, files, Path(location.root_path), job.name)
         except TarRefusedError as error:
-            refusals.append(f"{source['site']}/{source['name']}: {error}")
-            log.error("staging %s: copy of %s at %s/%s refused: %s", job["name"], package["name"], source["site"],
-                      source["name"], error)  # fmt: skip
+            refusals.append(f"{source.site}/{source.name}: {error}")
+            log.error("staging %s: copy of %s at %s/%s refused: %s", job.name, package.name, source.site,
+                      source.name, error)  # fmt: skip
             continue
         try:
             extracted.publish()
@@ -258,15 +266,15 @@ def _stage_package(
             extracted.discard()
             raise
         with db.transaction():
-            states.record_staged_copy(db, location["id"], package["id"], job["id"], job["name"], package["checksum"])
-            states.set_staging_package(db, job["id"], package["id"], Status.COMPLETED)
-        log.info("staged %s from %s/%s into %s/%s", package["name"], source["site"], source["name"],
-                 location["root_path"], job["name"])  # fmt: skip
+            states.record_staged_copy(db, location.id, package.id, job.id, job.name, package.checksum)
+            states.set_staging_package(db, job.id, package.id, Status.COMPLETED)
+        log.info("staged %s from %s/%s into %s/%s", package.name, source.site, source.name,
+                 location.root_path, job.name)  # fmt: skip
         return
     raise TarRefusedError("every archive copy was refused: " + "; ".join(refusals))
 
 
-def _fetch(client, source: dict[str, Any], package: dict[str, Any], files: list[dict[str, Any]], root: Path,
+def _fetch(client, source: ArchiveCopyRow, package: StagingPackageRow, files: list[PackageFileRow], root: Path,
            directory: str) -> Extracted:  # fmt: skip
     """Stream one archive copy into ``root/directory`` as verified ``.part`` files.
 
@@ -276,12 +284,12 @@ def _fetch(client, source: dict[str, Any], package: dict[str, Any], files: list[
     from botocore.exceptions import ClientError
 
     try:
-        body = client.get_object(Bucket=source["s3_bucket"], Key=source["path"])["Body"]
+        body = client.get_object(Bucket=source.s3_bucket, Key=source.path)["Body"]
     except ClientError as error:
         if s3.is_missing(error):
-            raise TarRefusedError(f"s3://{source['s3_bucket']}/{source['path']} is missing") from None
+            raise TarRefusedError(f"s3://{source.s3_bucket}/{source.path} is missing") from None
         raise
     try:
-        return extract_verified(_ReadInto(body), package["checksum"], files, root, directory)
+        return extract_verified(_ReadInto(body), package.checksum, files, root, directory)
     finally:
         body.close()

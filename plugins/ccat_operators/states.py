@@ -27,7 +27,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ccat_operators.opsdb import OpsDb, Row
+    from ccat_operators.opsdb import OpsDb
+    from ccat_operators.rows import WorkItemRow
 
 
 class Status(StrEnum):
@@ -206,23 +207,19 @@ def move(db: OpsDb, column: StatusColumn, row_id: int, expected: str, new: str, 
 
     ``reason`` is stored in the column's failure-reason column (cleared when None).
     """
-    from ccat_operators.opsdb import compose_query
-
     column.check(expected, new)
-    query = compose_query(
-        "move_status", table=column.table, column=column.column, changed_at=column.changed_at, reason=column.reason
-    )
-    touched = db.conn.execute(query, {"id": row_id, "expected": str(expected), "new": str(new), "reason": reason})
-    return touched.rowcount == 1
+    touched = db.execute(
+        "move_status",
+        identifiers={"table": column.table, "column": column.column, "changed_at": column.changed_at,
+                     "reason": column.reason},
+        id=row_id, expected=str(expected), new=str(new), reason=reason,
+    )  # fmt: skip
+    return touched == 1
 
 
 def status_of(db: OpsDb, column: StatusColumn, row_id: int) -> str | None:
     """The current value of ``column`` for one row, or None if there is no such row."""
-    from ccat_operators.opsdb import compose_query
-
-    query = compose_query("status_of", table=column.table, column=column.column)
-    row = db.conn.execute(query, {"id": row_id}).fetchone()
-    return None if row is None else row["status"]
+    return db.fetch_value("status_of", identifiers={"table": column.table, "column": column.column}, id=row_id)
 
 
 def start(db: OpsDb, column: StatusColumn, row_id: int, retry_failed: bool = False) -> bool:
@@ -241,7 +238,7 @@ def start(db: OpsDb, column: StatusColumn, row_id: int, retry_failed: bool = Fal
     return status_of(db, column, row_id) == _I
 
 
-def claim(db: OpsDb, column: StatusColumn, **params: Any) -> list[Row]:
+def claim(db: OpsDb, column: StatusColumn, **params: Any) -> list[WorkItemRow]:
     """Claim PENDING work (-> SCHEDULED, ``FOR UPDATE SKIP LOCKED``) of a packaging or bundling location."""
     queries = {PACKAGE: "claim_pending_raw_data_packages", BUNDLE: "claim_pending_data_transfer_packages"}
     return db.fetch_all(queries[column], **params)
@@ -303,7 +300,7 @@ def record_staged_copy(db: OpsDb, location_id: int, package_id: int, job_id: int
 def schedule_deletions(db: OpsDb, copy_ids: Iterable[int]) -> int:
     """PRESENT / STAGED -> DELETION_SCHEDULED for copies the rules allow to go; returns how many moved."""
     ids = list(copy_ids)
-    return len(db.fetch_all("schedule_copy_deletions", ids=ids)) if ids else 0
+    return len(db.fetch_column("schedule_copy_deletions", ids=ids)) if ids else 0
 
 
 def unschedule_deletion(db: OpsDb, copy_id: int) -> bool:

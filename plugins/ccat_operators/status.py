@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
-from typing import Any
 
 from ccat_operators.monitoring import health_summary
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import ProgressRow
 from ccat_operators.states import Status
 
 STATES = [s.value for s in Status]
@@ -27,22 +27,22 @@ def age(since: datetime, now: datetime) -> str:
     return f"{seconds} s"
 
 
-def observation_lines(rows: list[dict[str, Any]], now: datetime) -> list[str]:
-    by_observation: dict[int, list[dict[str, Any]]] = defaultdict(list)
+def observation_lines(rows: list[ProgressRow], now: datetime) -> list[str]:
+    by_observation: dict[int, list[ProgressRow]] = defaultdict(list)
     for row in rows:
-        by_observation[row["observation"]].append(row)
+        by_observation[row.observation].append(row)
     lines = []
     for observation, packages in by_observation.items():
         first = packages[0]
-        stages = Counter(p["stage"] for p in packages)
+        stages = Counter(p.stage for p in packages)
         waiting = []
         for stage, count in stages.items():
             if stage == "archived":
                 continue
-            oldest = min(p["since"] for p in packages if p["stage"] == stage)
+            oldest = min(p.since for p in packages if p.stage == stage)
             waiting.append(f"{count} {stage} for {age(oldest, now)}")
         lines.append(
-            f"observation {observation} ({first['obs_unit']} {first['start_time']:%Y-%m-%d %H:%M}): "
+            f"observation {observation} ({first.obs_unit} {first.start_time:%Y-%m-%d %H:%M}): "
             f"{stages['archived']}/{len(packages)} packages archived" + (", " + ", ".join(waiting) if waiting else "")
         )
     return lines

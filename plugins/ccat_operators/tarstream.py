@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import BinaryIO, Protocol
 
 from ccat_operators import checksums, safefs
 from ccat_operators.checksums import Hasher, new_hasher
@@ -217,6 +217,17 @@ class TarRefusedError(ItemFault):
     """The tar stream is corrupt or holds a member we will not extract."""
 
 
+class ExpectedMember(Protocol):
+    """What a member must be: a package of a bundle, or a raw file of a package (ops-db rows)."""
+
+    @property
+    def relative_path(self) -> str: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def checksum(self) -> str: ...
+
+
 class _TarReader:
     """Reads a tar stream once, hashing every byte for the archive checksum.
 
@@ -355,7 +366,7 @@ class Extracted:
 
     root: Path
     parts: list[str] = field(default_factory=list)
-    packages: list[dict[str, Any]] = field(default_factory=list)
+    packages: list[ExpectedMember] = field(default_factory=list)
 
     def publish(self) -> None:
         """Rename every verified ``.part`` file to its final name."""
@@ -371,21 +382,21 @@ class Extracted:
 def extract_verified(
     stream: BinaryIO,
     archive_checksum: str,
-    members: list[dict[str, Any]],
+    members: list[ExpectedMember],
     root: Path,
     directory: str | None = None,
     durable: bool = True,
 ) -> Extracted:
     """Extract a tar stream whose members must be exactly ``members``, verifying everything.
 
-    ``members`` are rows with ``relative_path``, ``size_bytes`` and ``checksum`` (packages
-    of a bundle, or raw files of a package). Each is written to
+    ``members`` have ``relative_path``, ``size_bytes`` and ``checksum`` (packages of a
+    bundle, or raw files of a package). Each is written to
     ``root/directory/relative_path.part`` (fsync'ed if ``durable``) without following any
     link below ``root``. Raises TarRefusedError on an unsafe, malformed or unexpected
     member or any size or checksum mismatch, UnsafePathError on a link in a target path;
     on any error, every ``.part`` of this call is removed first.
     """
-    expected = {m["relative_path"]: m for m in members}
+    expected = {m.relative_path: m for m in members}
     extracted = Extracted(Path(root))
     algorithm, _ = checksums.parse(archive_checksum)
     prefix = f"{directory}/" if directory else ""
@@ -419,15 +430,15 @@ def extract_verified(
 
 
 def _extract_member(
-    reader: _TarReader, member: tarfile.TarInfo, root: Path, target: str, package: dict[str, Any], durable: bool
+    reader: _TarReader, member: tarfile.TarInfo, root: Path, target: str, package: ExpectedMember, durable: bool
 ) -> None:
-    if member.size != package["size_bytes"]:
-        raise TarRefusedError(f"{member.name}: size {member.size}, expected {package['size_bytes']}")
-    algorithm, _ = checksums.parse(package["checksum"])
+    if member.size != package.size_bytes:
+        raise TarRefusedError(f"{member.name}: size {member.size}, expected {package.size_bytes}")
+    algorithm, _ = checksums.parse(package.checksum)
     hasher = checksums.new_hasher(algorithm)
     with safefs.write_part(root, target, durable) as fd:
         reader.copy_to(fd, member.size, hasher)
     reader.read_exact(-member.size % BLOCK)
     actual = f"{algorithm}:{hasher.hexdigest()}"
-    if actual != package["checksum"]:
-        raise TarRefusedError(f"{member.name}: checksum {actual}, expected {package['checksum']}")
+    if actual != package.checksum:
+        raise TarRefusedError(f"{member.name}: checksum {actual}, expected {package.checksum}")

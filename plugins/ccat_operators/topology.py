@@ -825,8 +825,8 @@ def _upsert(db: OpsDb, report: ApplyReport, kind: str, label: str, query: str, l
     """Run an upsert that returns a row only when it changed something; return the row id."""
     row = db.fetch_one(query, **params)
     if row is not None:
-        report.note(kind, label, row["inserted"])
-        return row["id"]
+        report.note(kind, label, row.inserted)
+        return row.id
     return db.fetch_value(lookup, **params)
 
 
@@ -852,7 +852,7 @@ def apply(db: OpsDb, topology: Topology) -> ApplyReport:
             for location in site.locations:
                 location_ids[location.key] = _apply_location(db, report, site_ids[site.short_name], location)
         for row in db.fetch_all("deactivate_locations_except", keep_ids=list(location_ids.values())):
-            report.changes.append(f"deactivated location {row['site']}/{row['name']}")
+            report.changes.append(f"deactivated location {row.site}/{row.name}")
         for route in topology.routes:
             _upsert(
                 db,
@@ -874,8 +874,8 @@ def apply(db: OpsDb, topology: Topology) -> ApplyReport:
                 settings=_json(route.settings),
                 active=route.active,
             )
-        for row in db.fetch_all("deactivate_routes_except", keep_names=[r.name for r in topology.routes]):
-            report.changes.append(f"deactivated route {row['name']}")
+        for name in db.fetch_column("deactivate_routes_except", keep_names=[r.name for r in topology.routes]):
+            report.changes.append(f"deactivated route {name}")
     return report
 
 
@@ -965,7 +965,7 @@ def _apply_location(db: OpsDb, report: ApplyReport, site_id: int, location: Loca
             min_lta_copies=retention.min_lta_copies,
         )
         if row is not None:
-            report.note("retention of location", location.key, row["inserted"])
+            report.note("retention of location", location.key, row.inserted)
     return location_id
 
 
@@ -974,31 +974,31 @@ def _apply_location(db: OpsDb, report: ApplyReport, site_id: int, location: Loca
 
 def dump(db: OpsDb) -> dict[str, Any]:
     """Return ops-db's topology as a document in the topology file format."""
-    observatory = db.fetch_one("observatory_and_telescope") or {}
+    observatory = db.fetch_one("observatory_and_telescope")
     instruments: dict[str, dict[str, list[str]]] = {}
     for row in db.fetch_all("instrument_modules"):
-        instruments.setdefault(row["instrument"], {"modules": []})["modules"].append(row["module"])
+        instruments.setdefault(row.instrument, {"modules": []})["modules"].append(row.module)
     sites: dict[str, Any] = {}
     for row in db.fetch_all("sites"):
-        sites[row["short_name"]] = {"name": row["name"], "location": row["location"], "locations": {}}
+        sites[row.short_name] = {"name": row.name, "location": row.location, "locations": {}}
     for row in db.fetch_all("data_locations"):
-        sites[row["site"]]["locations"][row["name"]] = _dump_location(row)
+        sites[row.site]["locations"][row.name] = _dump_location(row)
     routes: dict[str, Any] = {}
     for row in db.fetch_all("routes"):
-        route = {"type": row["route_type"], "from": row["origin_site"], "to": row["destination_site"]}
+        route = {"type": row.route_type, "from": row.origin_site, "to": row.destination_site}
         optional = {
-            "via": row["via_site"],
-            "from_location": row["origin_location"],
-            "to_location": row["destination_location"],
+            "via": row.via_site,
+            "from_location": row.origin_location,
+            "to_location": row.destination_location,
         }
         route.update({k: v for k, v in optional.items() if v is not None})
-        route.update({"method": row["method"], "active": row["active"]})
-        if row["settings"]:
-            route["settings"] = row["settings"]
-        routes[row["name"]] = route
+        route.update({"method": row.method, "active": row.active})
+        if row.settings:
+            route["settings"] = row.settings
+        routes[row.name] = route
     document: dict[str, Any] = {
-        "observatory": observatory.get("observatory"),
-        "telescope": observatory.get("telescope"),
+        "observatory": observatory.observatory if observatory else None,
+        "telescope": observatory.telescope if observatory else None,
         "instruments": instruments,
         "sites": sites,
     }
@@ -1008,7 +1008,7 @@ def dump(db: OpsDb) -> dict[str, Any]:
 
 
 def _dump_location(row: dict[str, Any]) -> dict[str, Any]:
-    location: dict[str, Any] = {"type": row["location_type"], "storage": row["storage_type"]}
+    location: dict[str, Any] = {"type": row.location_type, "storage": row.storage_type}
     columns = {
         "root_path": "root_path",
         "host": "host",
@@ -1019,16 +1019,16 @@ def _dump_location(row: dict[str, Any]) -> dict[str, Any]:
         "conn_id": "s3_conn_id",
         "library": "tape_library",
     }
-    location.update({key: row[column] for key, column in columns.items() if row[column] is not None})
-    location.update({"priority": row["priority"], "active": row["active"]})
-    if row["settings"]:
-        location["settings"] = row["settings"]
-    if row["retention_period"] is not None:
-        retention: dict[str, Any] = {"period": format_duration(int(row["retention_period"].total_seconds()))}
-        if row["location_type"] in RETENTION_LOCATION_TYPES["min_lta_copies"]:
-            retention["min_lta_copies"] = row["min_lta_copies"]
-        if row["disk_pressure_threshold"] is not None:
-            retention["disk_pressure_threshold"] = row["disk_pressure_threshold"]
+    location.update({key: getattr(row, column) for key, column in columns.items() if getattr(row, column) is not None})
+    location.update({"priority": row.priority, "active": row.active})
+    if row.settings:
+        location["settings"] = row.settings
+    if row.retention_period is not None:
+        retention: dict[str, Any] = {"period": format_duration(int(row.retention_period.total_seconds()))}
+        if row.location_type in RETENTION_LOCATION_TYPES["min_lta_copies"]:
+            retention["min_lta_copies"] = row.min_lta_copies
+        if row.disk_pressure_threshold is not None:
+            retention["disk_pressure_threshold"] = row.disk_pressure_threshold
         location["retention"] = retention
     return location
 

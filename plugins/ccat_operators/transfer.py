@@ -26,12 +26,12 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from ccat_operators import checksums, metrics, safefs, states
 from ccat_operators.bundling import bundle_path
 from ccat_operators.hooks.transfer import TransferHook
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import TransferRow
 from ccat_operators.states import Status
 from ccat_operators.tarstream import part_path
 
@@ -49,17 +49,15 @@ def default_ssh_conn_id(site: str, location: str) -> str:
     return f"ccat_ssh_{site}_{location}"
 
 
-def hook_for(transfer: dict[str, Any]) -> TransferHook:
+def hook_for(transfer: TransferRow) -> TransferHook:
     """The TransferHook for a transfer row (method, destination connection, route settings)."""
-    settings = transfer["destination_settings"]
-    conn_id = settings.get("ssh_conn_id") or default_ssh_conn_id(
-        transfer["destination_site"], transfer["destination_name"]
-    )
-    return TransferHook(transfer["method"], ssh_conn_id=conn_id, settings=transfer["route_settings"] or {})
+    settings = transfer.destination_settings
+    conn_id = settings.get("ssh_conn_id") or default_ssh_conn_id(transfer.destination_site, transfer.destination_name)
+    return TransferHook(transfer.method, ssh_conn_id=conn_id, settings=transfer.route_settings or {})
 
 
 def send_transfer(
-    db: OpsDb, transfer_id: int, last_try: bool, hook_factory: Callable[[dict[str, Any]], TransferHook] = hook_for
+    db: OpsDb, transfer_id: int, last_try: bool, hook_factory: Callable[[TransferRow], TransferHook] = hook_for
 ) -> str:
     """Run one try of a DataTransfer; return what happened (``sent``, ``present``, ``done``, ``busy``).
 
@@ -72,19 +70,19 @@ def send_transfer(
         transfer = db.fetch_one("data_transfer", id=transfer_id)
         if transfer is None:
             raise LookupError(f"no DataTransfer {transfer_id}")
-        if transfer["status"] == Status.COMPLETED:
+        if transfer.status == Status.COMPLETED:
             return "done"
-        if transfer["depends_on_status"] not in (None, Status.COMPLETED):
-            raise RuntimeError(f"transfer {transfer_id} waits for transfer {transfer['depends_on_transfer_id']}")
+        if transfer.depends_on_status not in (None, Status.COMPLETED):
+            raise RuntimeError(f"transfer {transfer_id} waits for transfer {transfer.depends_on_transfer_id}")
         if not states.start(db, states.TRANSFER, transfer_id, retry_failed=True):  # a cleared FAILED try goes again
             raise RuntimeError(f"transfer {transfer_id} could not be moved to IN_PROGRESS")
         attempt = db.fetch_value("start_transfer_attempt", id=transfer_id)
         log_relative = f"{LOG_DIRECTORY}/transfer_{transfer_id}_attempt_{attempt}.log"
-        log_path = Path(transfer["origin_root"]) / log_relative
+        log_path = Path(transfer.origin_root) / log_relative
         db.fetch_value("insert_data_transfer_log", transfer_id=transfer_id, attempt=attempt, log_path=str(log_path))
         try:
             with (
-                safefs.open_append(Path(transfer["origin_root"]), log_relative) as log_fd,
+                safefs.open_append(Path(transfer.origin_root), log_relative) as log_fd,
                 open(log_fd, "a", closefd=False) as log_file,
             ):
                 outcome = _send_and_verify(db, transfer, hook_factory(transfer), log_file)
@@ -99,58 +97,57 @@ def send_transfer(
         return outcome
 
 
-def _send_and_verify(db: OpsDb, transfer: dict[str, Any], hook: TransferHook, log_file) -> str:
-    relative = bundle_path(transfer["bundle"])
-    final = str(Path(transfer["destination_root"]) / relative)
+def _send_and_verify(db: OpsDb, transfer: TransferRow, hook: TransferHook, log_file) -> str:
+    relative = bundle_path(transfer.bundle)
+    final = str(Path(transfer.destination_root) / relative)
     part = str(part_path(Path(final)))
-    algorithm, _ = checksums.parse(transfer["checksum"])
+    algorithm, _ = checksums.parse(transfer.checksum)
     outcome = "present"
     started = time.monotonic()
-    hook.guard(transfer["destination_root"], str(PurePosixPath(relative).parent), log_file)
+    hook.guard(transfer.destination_root, str(PurePosixPath(relative).parent), log_file)
     if not _verified(hook, final, transfer, algorithm, log_file):
         outcome = "sent"
-        hook.send(Path(transfer["origin_root"]) / relative, part, log_file)
+        hook.send(Path(transfer.origin_root) / relative, part, log_file)
         if not _verified(hook, part, transfer, algorithm, log_file):
             hook.remove(part)
             raise TransferVerificationError(
-                f"{transfer['bundle']}: size or checksum at the destination does not match; "
-                "the partial copy was removed"
+                f"{transfer.bundle}: size or checksum at the destination does not match; the partial copy was removed"
             )
         hook.rename(part, final)
     seconds = time.monotonic() - started
     if outcome == "sent":
         metrics.throughput(
             "transfer",
-            {"route": f"{transfer['origin_site']}_to_{transfer['destination_site']}", "method": transfer["method"],
+            {"route": f"{transfer.origin_site}_to_{transfer.destination_site}", "method": transfer.method,
              "checksum_algorithm": algorithm},
-            transfer["size_bytes"],
+            transfer.size_bytes,
             seconds,
         )  # fmt: skip
     with db.transaction():
         if outcome == "sent":
-            db.execute("record_transfer_metrics", id=transfer["id"], bytes_sent=transfer["size_bytes"], seconds=seconds)
+            db.execute("record_transfer_metrics", id=transfer.id, bytes_sent=transfer.size_bytes, seconds=seconds)
         states.record_bundle_copy(
             db,
-            transfer["destination_location_id"],
-            transfer["data_transfer_package_id"],
+            transfer.destination_location_id,
+            transfer.data_transfer_package_id,
             relative,
-            transfer["checksum"],
+            transfer.checksum,
         )
-        if not states.move(db, states.TRANSFER, transfer["id"], Status.IN_PROGRESS, Status.COMPLETED):
-            raise RuntimeError(f"transfer {transfer['id']} left IN_PROGRESS while it was being sent")
-    log_file.write(f"{outcome}: {transfer['bundle']} verified at the destination ({transfer['checksum']})\n")
-    log.info("transfer %s: %s %s in %.1f s", transfer["id"], outcome, transfer["bundle"], seconds)
+        if not states.move(db, states.TRANSFER, transfer.id, Status.IN_PROGRESS, Status.COMPLETED):
+            raise RuntimeError(f"transfer {transfer.id} left IN_PROGRESS while it was being sent")
+    log_file.write(f"{outcome}: {transfer.bundle} verified at the destination ({transfer.checksum})\n")
+    log.info("transfer %s: %s %s in %.1f s", transfer.id, outcome, transfer.bundle, seconds)
     return outcome
 
 
-def _verified(hook: TransferHook, path: str, transfer: dict[str, Any], algorithm: str, log_file) -> bool:
+def _verified(hook: TransferHook, path: str, transfer: TransferRow, algorithm: str, log_file) -> bool:
     """True if ``path`` at the destination has the bundle's size and checksum."""
     size = hook.size(path)
-    if size != transfer["size_bytes"]:
-        log_file.write(f"{path}: size {size}, expected {transfer['size_bytes']}\n")
+    if size != transfer.size_bytes:
+        log_file.write(f"{path}: size {size}, expected {transfer.size_bytes}\n")
         return False
     checksum = hook.checksum(path, algorithm)
-    if checksum != transfer["checksum"]:
-        log_file.write(f"{path}: checksum {checksum}, expected {transfer['checksum']}\n")
+    if checksum != transfer.checksum:
+        log_file.write(f"{path}: checksum {checksum}, expected {transfer.checksum}\n")
         return False
     return True

@@ -31,13 +31,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ccat_operators import checksums, safefs, states, work
 from ccat_operators.bundling import bundle_path
 from ccat_operators.faults import ItemFault
-from ccat_operators.opsdb import OpsDb, Row
-from ccat_operators.tarstream import Extracted, TarRefusedError, extract_verified
+from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import LocationRow, TransferRow, WorkItemRow
+from ccat_operators.tarstream import ExpectedMember, Extracted, TarRefusedError, extract_verified
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ MAX_REDELIVERIES = 3
 
 
 def extract_bundle(
-    bundle_file: Path, bundle_checksum: str, packages: list[dict[str, Any]], root: Path, durable: bool = True
+    bundle_file: Path, bundle_checksum: str, packages: list[ExpectedMember], root: Path, durable: bool = True
 ) -> Extracted:
     """Extract and verify every package of a bundle file into ``root`` as ``.part`` files."""
     with open(bundle_file, "rb", buffering=0) as raw:
@@ -59,7 +59,7 @@ class UnpackResult(work.WorkResult):
     redelivered: dict[str, str] = field(default_factory=dict)
 
 
-def unpack_arrived(db: OpsDb, location: dict[str, Any]) -> UnpackResult:
+def unpack_arrived(db: OpsDb, location: LocationRow) -> UnpackResult:
     """Unpack every arrived bundle waiting at a destination buffer.
 
     A refused bundle fails (or is sent again) by itself; the others are unpacked. An
@@ -67,19 +67,18 @@ def unpack_arrived(db: OpsDb, location: dict[str, Any]) -> UnpackResult:
     and is raised, so the task retries.
     """
     result = UnpackResult()
-    root = Path(location["root_path"])
-    arrived = [
-        {"id": row["id"], "name": row["bundle"]}
-        for row in db.fetch_all("claim_unpackable_transfers", location_id=location["id"], limit=CLAIM_BATCH)
-    ]
+    root = Path(location.root_path)
+    arrived = db.fetch_all("claim_unpackable_transfers", location_id=location.id, limit=CLAIM_BATCH)
 
-    def attempt(row: Row) -> work.Record:
-        return _unpack(db, db.fetch_one("data_transfer", id=row["id"]), root, location)
+    def attempt(row: WorkItemRow) -> work.Record:
+        return _unpack(db, db.fetch_one("data_transfer", id=row.id), root, location)
 
-    def on_fault(db: OpsDb, column: states.StatusColumn, row: Row, fault: ItemFault, result: UnpackResult) -> None:
-        transfer = db.fetch_one("data_transfer", id=row["id"])
-        relative = bundle_path(transfer["bundle"])
-        if isinstance(fault, safefs.UnsafePathError) or _arrived_intact(root, relative, transfer["checksum"]):
+    def on_fault(
+        db: OpsDb, column: states.StatusColumn, row: WorkItemRow, fault: ItemFault, result: UnpackResult
+    ) -> None:
+        transfer = db.fetch_one("data_transfer", id=row.id)
+        relative = bundle_path(transfer.bundle)
+        if isinstance(fault, safefs.UnsafePathError) or _arrived_intact(root, relative, transfer.checksum):
             work.fail(db, column, row, ItemFault(f"unpack refused: {fault}"), result)
         else:
             _redeliver(db, transfer, location, root, f"arrived copy is damaged ({fault})", result)
@@ -88,11 +87,11 @@ def unpack_arrived(db: OpsDb, location: dict[str, Any]) -> UnpackResult:
     return result
 
 
-def _unpack(db: OpsDb, transfer: Row, root: Path, location: dict[str, Any]) -> work.Record:
+def _unpack(db: OpsDb, transfer: TransferRow, root: Path, location: LocationRow) -> work.Record:
     """Extract and verify the bundle, publish its packages; return what records them."""
-    packages = db.fetch_all("packages_of_bundle_by_id", bundle_id=transfer["data_transfer_package_id"])
+    packages = db.fetch_all("packages_of_bundle_by_id", bundle_id=transfer.data_transfer_package_id)
     try:
-        extracted = extract_bundle(root / bundle_path(transfer["bundle"]), transfer["checksum"], packages, root)
+        extracted = extract_bundle(root / bundle_path(transfer.bundle), transfer.checksum, packages, root)
     except FileNotFoundError as error:
         raise TarRefusedError(f"the arrived bundle is missing ({error.filename})") from None
     try:
@@ -103,8 +102,8 @@ def _unpack(db: OpsDb, transfer: Row, root: Path, location: dict[str, Any]) -> w
 
     def record() -> None:
         for package in extracted.packages:
-            states.record_package_copy(db, location["id"], package["id"], package["relative_path"], package["checksum"])
-        log.info("bundle %s: %d package(s) unpacked and verified", transfer["bundle"], len(extracted.packages))
+            states.record_package_copy(db, location.id, package.id, package.relative_path, package.checksum)
+        log.info("bundle %s: %d package(s) unpacked and verified", transfer.bundle, len(extracted.packages))
 
     return record
 
@@ -120,27 +119,25 @@ def _arrived_intact(root: Path, relative: str, checksum: str) -> bool:
 
 
 def _redeliver(
-    db: OpsDb, transfer: Row, location: dict[str, Any], root: Path, reason: str, result: UnpackResult
+    db: OpsDb, transfer: TransferRow, location: LocationRow, root: Path, reason: str, result: UnpackResult
 ) -> None:
     """Remove a damaged arrival and send the transfer again, or fail it after ``MAX_REDELIVERIES``."""
-    row = {"id": transfer["id"], "name": transfer["bundle"]}
-    if transfer["redeliveries"] >= MAX_REDELIVERIES:
+    row = WorkItemRow(transfer.id, transfer.bundle)
+    if transfer.redeliveries >= MAX_REDELIVERIES:
         fault = ItemFault(f"{reason}; already sent again {MAX_REDELIVERIES} times")
         work.fail(db, states.UNPACK, row, fault, result)
         return
     with db.transaction():
-        copy = db.fetch_one(
-            "bundle_copy_at", bundle_id=transfer["data_transfer_package_id"], location_id=location["id"]
-        )
-        if copy is not None and copy["status"] == states.PhysicalCopyStatus.PRESENT:
-            states.discard_copy(db, copy["id"], reason)
-        count = states.redeliver(db, transfer["id"], f"{reason}; sent again")
+        copy = db.fetch_one("bundle_copy_at", bundle_id=transfer.data_transfer_package_id, location_id=location.id)
+        if copy is not None and copy.status == states.PhysicalCopyStatus.PRESENT:
+            states.discard_copy(db, copy.id, reason)
+        count = states.redeliver(db, transfer.id, f"{reason}; sent again")
         if count is None:
-            raise RuntimeError(f"transfer {transfer['id']} changed while its unpack was refused")
-        _remove_damaged(root, bundle_path(transfer["bundle"]))
-    log.error("bundle %s at %s: %s; it will be sent again (%d of %d)", transfer["bundle"], location["name"], reason,
+            raise RuntimeError(f"transfer {transfer.id} changed while its unpack was refused")
+        _remove_damaged(root, bundle_path(transfer.bundle))
+    log.error("bundle %s at %s: %s; it will be sent again (%d of %d)", transfer.bundle, location.name, reason,
               count, MAX_REDELIVERIES)  # fmt: skip
-    result.redelivered[transfer["bundle"]] = reason
+    result.redelivered[transfer.bundle] = reason
 
 
 def _remove_damaged(root: Path, relative: str) -> None:

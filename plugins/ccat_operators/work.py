@@ -29,7 +29,8 @@ from ccat_operators.faults import ItemFault
 from ccat_operators.states import Status, StatusColumn
 
 if TYPE_CHECKING:
-    from ccat_operators.opsdb import OpsDb, Row
+    from ccat_operators.opsdb import OpsDb
+    from ccat_operators.rows import WorkItemRow as Row
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ class WorkResult:
 
 def fail(db: OpsDb, column: StatusColumn, row: Row, fault: ItemFault, result: WorkResult) -> None:
     """The default end of an item at fault: FAILED, with the fault as its reason."""
-    states.move(db, column, row["id"], Status.IN_PROGRESS, Status.FAILED, str(fault))
-    log.error("%s %s FAILED: %s", column.table, row["name"], fault)
-    result.failed[row["name"]] = str(fault)
+    states.move(db, column, row.id, Status.IN_PROGRESS, Status.FAILED, str(fault))
+    log.error("%s %s FAILED: %s", column.table, row.name, fault)
+    result.failed[row.name] = str(fault)
 
 
 def run(
@@ -66,14 +67,14 @@ def run(
     retry_failed: bool = False,
     on_fault: Callable[[OpsDb, StatusColumn, Row, ItemFault, WorkResult], None] = fail,
 ) -> None:
-    """Work through ``rows`` (each with ``id`` and ``name``) of ``column`` (see module doc).
+    """Work through ``rows`` (anything with ``id`` and ``name``) of ``column`` (see module doc).
 
     ``retry_failed``: FAILED items start again (a task an operator cleared).
     """
     rows = list(rows)
     for position, row in enumerate(rows):
-        with states.lease(db, column, row["id"]) as mine:
-            if not mine or not states.start(db, column, row["id"], retry_failed):
+        with states.lease(db, column, row.id) as mine:
+            if not mine or not states.start(db, column, row.id, retry_failed):
                 continue
             try:
                 record = attempt(row)
@@ -81,31 +82,31 @@ def run(
                 on_fault(db, column, row, fault, result)
                 continue
             except BaseException as error:
-                states.move(db, column, row["id"], Status.IN_PROGRESS, Status.PENDING, f"interrupted ({error})")
-                result.interrupted = row["name"]
+                states.move(db, column, row.id, Status.IN_PROGRESS, Status.PENDING, f"interrupted ({error})")
+                result.interrupted = row.name
                 _hand_back(db, column, rows[position + 1 :])
                 raise
             with db.transaction():
                 if record is not None:
                     record()
-                if not states.move(db, column, row["id"], Status.IN_PROGRESS, Status.COMPLETED):
+                if not states.move(db, column, row.id, Status.IN_PROGRESS, Status.COMPLETED):
                     raise RuntimeError(f"{column.table} {row['name']} left IN_PROGRESS while it was worked on")
-            result.completed.append(row["name"])
+            result.completed.append(row.name)
 
 
 def _hand_back(db: OpsDb, column: StatusColumn, rows: list[Row]) -> None:
     """Claimed items not started when the run stopped go back to PENDING at once."""
     for row in rows:
-        states.move(db, column, row["id"], Status.SCHEDULED, Status.PENDING)
+        states.move(db, column, row.id, Status.SCHEDULED, Status.PENDING)
 
 
 def reclaim_abandoned(db: OpsDb, column: StatusColumn, find_query: str, **params: Any) -> list[str]:
     """Hand items left SCHEDULED / IN_PROGRESS by a dead worker (their lease is free) back to PENDING."""
     reclaimed = []
     for row in db.fetch_all(find_query, limit=10_000, **params):
-        with states.lease(db, column, row["id"]) as mine:
-            if mine and states.move(db, column, row["id"], row["status"], Status.PENDING, "its worker died; again"):
-                log.warning("%s %s was %s with no live worker; back to PENDING", column.table, row["name"],
-                            row["status"])  # fmt: skip
-                reclaimed.append(row["name"])
+        with states.lease(db, column, row.id) as mine:
+            if mine and states.move(db, column, row.id, row.status, Status.PENDING, "its worker died; again"):
+                log.warning("%s %s was %s with no live worker; back to PENDING", column.table, row.name,
+                            row.status)  # fmt: skip
+                reclaimed.append(row.name)
     return reclaimed

@@ -1,5 +1,7 @@
--- One transfer with everything needed to send and verify it.
-SELECT t.*,
+-- One transfer with everything needed to send, verify and unpack it.
+SELECT t.id, t.data_transfer_package_id, t.origin_location_id, t.destination_location_id, t.route_id, t.method,
+       t.status, t.unpack_status, t.unpack, t.attempts, t.redeliveries, t.failure_reason, t.unpack_failure_reason,
+       t.depends_on_transfer_id,
        d.name AS bundle, d.size_bytes, d.checksum,
        ol.root_path AS origin_root,
        dl.root_path AS destination_root, dl.settings AS destination_settings,

@@ -1,6 +1,6 @@
 -- Copies of DataTransferPackages at one location that may go: the bundle was routed and
 -- every one of its transfers arrived (and, where it is unpacked, was unpacked).
-SELECT c.id, c.data_transfer_package_id, c.path
+SELECT c.id, c.path
 FROM physical_copy AS c
 WHERE c.data_location_id = %(location_id)s
   AND c.data_transfer_package_id IS NOT NULL

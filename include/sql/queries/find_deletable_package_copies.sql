@@ -51,7 +51,7 @@ candidate AS (
       AND c.status = ANY (%(statuses)s::physical_copy_status[])
       AND (%(copy_id)s::bigint IS NULL OR c.id = %(copy_id)s)
 )
-SELECT candidate.id, candidate.raw_data_package_id, candidate.path, candidate.staging_job_id
+SELECT candidate.id, candidate.path
 FROM candidate, loc
 WHERE CASE loc.location_type
     WHEN 'SOURCE' THEN

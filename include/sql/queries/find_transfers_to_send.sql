@@ -1,6 +1,6 @@
 -- Transfers from one origin location to one destination site that can go now: not yet
 -- done or given up, and whatever they depend on has arrived.
-SELECT t.id, d.name AS bundle
+SELECT t.id, d.name
 FROM data_transfer AS t
 JOIN data_transfer_package AS d ON d.id = t.data_transfer_package_id
 JOIN data_location AS dl ON dl.id = t.destination_location_id

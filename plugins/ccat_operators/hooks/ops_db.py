@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from ccat_operators.opsdb import OpsDb, Row
+from ccat_operators.opsdb import OpsDb
 
 
 class OpsDbHook(PostgresHook):
@@ -29,15 +28,3 @@ class OpsDbHook(PostgresHook):
     def ops_db(self) -> OpsDb:
         """An autocommit :class:`OpsDb` on a connection owned by this hook."""
         return OpsDb(self.get_conn())
-
-    def fetch_all(self, query: str, /, **params: Any) -> list[Row]:
-        """Run the named query and return every row as a dict."""
-        return self.ops_db.fetch_all(query, **params)
-
-    def fetch_one(self, query: str, /, **params: Any) -> Row | None:
-        """Run the named query and return its first row, or None."""
-        return self.ops_db.fetch_one(query, **params)
-
-    def execute(self, query: str, /, **params: Any) -> int:
-        """Run the named statement and return the number of rows it touched."""
-        return self.ops_db.execute(query, **params)

@@ -70,7 +70,7 @@ class LocationOperator(OpsDbOperator):
         record_execution(self.hook.ops_db, context, self.location)
         site, _, name = self.location.partition("/")
         row = self.hook.ops_db.fetch_one("data_location_by_key", site=site, name=name)
-        if row is None or not row["active"]:
+        if row is None or not row.active:
             state = "unknown to" if row is None else "inactive in"
             raise AirflowSkipException(f"location {self.location} is {state} ops-db; apply the topology to change that")
         return row

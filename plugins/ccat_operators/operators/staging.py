@@ -28,9 +28,9 @@ class StageObservationsOperator(LocationOperator):
             job = staging.create_job(db, request)
         except staging.StagingRequestError as error:
             raise AirflowFailException(f"staging request refused: {error}") from error
-        result = staging.stage_job(db, job["id"])
-        self.log.info("job %s: %d staged, %d already there", job["name"], len(result.staged), len(result.already))
+        result = staging.stage_job(db, job.id)
+        self.log.info("job %s: %d staged, %d already there", job.name, len(result.staged), len(result.already))
         if result.failed:
             details = "; ".join(f"{name}: {reason}" for name, reason in result.failed.items())
-            raise AirflowFailException(f"job {job['name']}: {len(result.failed)} package(s) not staged: {details}")
-        return {"job": job["name"], "staged": len(result.staged), "already": len(result.already)}
+            raise AirflowFailException(f"job {job.name}: {len(result.failed)} package(s) not staged: {details}")
+        return {"job": job.name, "staged": len(result.staged), "already": len(result.already)}

@@ -41,9 +41,9 @@ class FindTransfersOperator(LocationOperator):
         location = self.active_location()
         site_id = self.hook.ops_db.fetch_value("site_id", short_name=self.destination_site)
         rows = self.hook.ops_db.fetch_all(
-            "find_transfers_to_send", location_id=location["id"], destination_site_id=site_id, limit=self.limit
+            "find_transfers_to_send", location_id=location.id, destination_site_id=site_id, limit=self.limit
         )
-        return [{"transfer_id": row["id"], "bundle": row["bundle"]} for row in rows]
+        return [{"transfer_id": row.id, "bundle": row.name} for row in rows]
 
 
 class SendTransferOperator(LocationOperator):
