@@ -158,3 +158,39 @@ def victoria_metrics(tmp_path_factory: pytest.TempPathFactory):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> None:
+    """Airflow's own metadata database (SQLite in the test AIRFLOW_HOME), fresh for the module."""
+    from airflow.utils import db
+
+    db.resetdb()
+
+
+@pytest.fixture
+def sites(
+    ops_db: OpsDb,
+    ops_db_url: str,
+    postgres_server: LocalPostgres,
+    site_network,
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Example topology on the site network; the test makes bundles at ccat (``Sites.make_bundles``)."""
+    from tests.helpers import apply_topology
+    from tests.sitenet import environment_for_sites
+    from tests.sites import Sites
+
+    def fast(document: dict) -> None:
+        document["sites"]["ccat"]["locations"]["telescope_computer"]["settings"]["package_size_limit"] = "300KB"
+        document["sites"]["ccat"]["locations"]["buffer"]["settings"].update(
+            bundle_max_age="0s", bundle_size_limit="1MB"
+        )
+
+    _, topology_file = apply_topology(ops_db, tmp_path, fast)
+    monkeypatch.setenv("CCAT_TOPOLOGY", str(topology_file))
+    dbname = ops_db_url.rsplit("/", 1)[1]
+    env = environment_for_sites(site_network, postgres_server.socket_url(dbname))
+    return Sites(ops_db, site_network, env, data_root)

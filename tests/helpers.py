@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -133,3 +136,36 @@ def unguarded(db: OpsDb) -> Iterator[OpsDb]:
     with db.transaction():
         db.conn.execute("SET LOCAL session_replication_role = replica")
         yield db
+
+
+def ssh_keygen(path: Path, passphrase: str = "") -> Path:
+    """A new ed25519 key pair at ``path`` (and ``path.pub``)."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(path)], check=True)
+    return path
+
+
+def connection(monkeypatch, conn_id: str, **fields) -> str:
+    """An Airflow SSH connection in the environment, as a deployment or secrets backend would give it."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "ssh", **fields}))
+    return conn_id
+
+
+def live_processes_in_group(pgid: int) -> list[int]:
+    """Processes (not zombies) whose process group is ``pgid``."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def wait_for(path: Path, timeout: float = 30) -> None:
+    """Wait until ``path`` exists and holds something."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)

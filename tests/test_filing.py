@@ -115,11 +115,11 @@ def test_unknown_or_wrong_location_and_instrument(ops_db: OpsDb, source_root: Pa
     write_file(source_root, "x.dat", b"x")
     obs = observation([RawFile("x.dat", "280GHz")])
     with pytest.raises(FilingError, match="location 'cologne/buffer' is BUFFER/DISK, not a SOURCE disk"):
-        filing.file_observation(ops_db, obs.__class__(**{**obs.__dict__, "location": "cologne/buffer"}))
+        filing.file_observation(ops_db, dataclasses.replace(obs, location="cologne/buffer"))
     with pytest.raises(FilingError, match="unknown location 'mars/x'"):
-        filing.file_observation(ops_db, obs.__class__(**{**obs.__dict__, "location": "mars/x"}))
+        filing.file_observation(ops_db, dataclasses.replace(obs, location="mars/x"))
     with pytest.raises(FilingError, match="unknown instrument 'Hubble'"):
-        filing.file_observation(ops_db, obs.__class__(**{**obs.__dict__, "instrument": "Hubble"}))
+        filing.file_observation(ops_db, dataclasses.replace(obs, instrument="Hubble"))
 
 
 def test_cli_files_a_manifest(ops_db_url: str, ops_db: OpsDb, source_root: Path, tmp_path: Path, capsys) -> None:

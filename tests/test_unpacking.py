@@ -20,6 +20,7 @@ from ccat_operators.opsdb import OpsDb
 from ccat_operators.rows import TransferRow
 from tests import pipeline
 from tests.helpers import location_row
+from tests.sites import Sites, primary_transfer
 
 
 def sha256(path: Path) -> str:
@@ -192,3 +193,91 @@ def test_a_linked_directory_in_the_destination_is_refused_with_the_reason(
     assert row.unpack_status == "FAILED" and "symbolic link" in row.unpack_failure_reason
     assert list(outside.iterdir()) == []
     assert no_part_files(data_root) and no_part_files(outside)
+
+
+# -- over the site network: what arrived by rsync -------------------------------------------
+
+
+def test_unpack_retried_after_a_forced_failure_sends_nothing_again(sites: Sites) -> None:
+    sites.make_bundles(observations=1)
+    transfer = primary_transfer(sites)
+    site = transfer["destination_site"]
+    sites.run("ccat", "send", str(transfer["id"]))
+    blocker = sites.data_root / site / "buffer" / "raw_data_packages"
+    blocker.write_text("not a directory")  # the unpack cannot create its output
+    failed = sites.run(site, "unpack", f"{site}/buffer", check=False)
+    assert failed.returncode != 0
+    assert sites.db.fetch_one("data_transfer", id=transfer["id"]).unpack_status == "PENDING"
+    blocker.unlink()
+
+    received = sites.network.received_bytes(site)
+    sent_before = sites.network.received_bytes("ccat")
+    result = sites.run(site, "unpack", f"{site}/buffer")
+    assert "UNPACKED=1" in result.stdout
+    assert sites.network.received_bytes(site) - received < 2_000  # no bundle bytes crossed the network
+    assert sites.network.received_bytes("ccat") - sent_before < 2_000
+    row = sites.db.fetch_one("data_transfer", id=transfer["id"])
+    assert row.unpack_status == "COMPLETED" and row.attempts == 1
+    packages = sites.db.fetch_all("packages_of_bundle_by_id", bundle_id=row.data_transfer_package_id)
+    for package in packages:
+        assert sha256(sites.data_root / site / "buffer" / package.relative_path) == package.checksum
+
+
+MALICIOUS = {
+    "absolute": (lambda info: setattr(info, "name", "/tmp/ccat-evil.tar"), "has an absolute path"),
+    "dotdot": (lambda info: setattr(info, "name", "../../evil.tar"), "contains '..'"),
+    "symlink": (
+        lambda info: (setattr(info, "type", tarfile.SYMTYPE), setattr(info, "linkname", "/etc/passwd")),
+        "is a link",
+    ),
+    "hardlink": (
+        lambda info: (setattr(info, "type", tarfile.LNKTYPE), setattr(info, "linkname", "/etc/shadow")),
+        "is a link",
+    ),
+    "device": (
+        lambda info: (setattr(info, "type", tarfile.CHRTYPE), setattr(info, "devmajor", 1)),
+        "is a device or FIFO",
+    ),
+    "stranger": (
+        lambda info: setattr(info, "name", "raw_data_packages/someone_else.tar"),
+        "is not expected in this archive",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALICIOUS))
+def test_malicious_bundle_is_refused(sites: Sites, kind: str) -> None:
+    from ccat_operators import unpacking
+
+    sites.make_bundles(observations=1)
+    transfer = primary_transfer(sites)
+    site = transfer["destination_site"]
+    sites.run("ccat", "send", str(transfer["id"]))
+    destination = sites.bundle_file(site, transfer["bundle"])
+    packages = sites.db.fetch_all("packages_of_bundle_by_id", bundle_id=transfer["data_transfer_package_id"])
+    mutate, reason = MALICIOUS[kind]
+    with tarfile.open(destination, "w") as archive:
+        for index, package in enumerate(packages):
+            path = sites.data_root / "ccat" / "buffer" / package.relative_path
+            info = archive.gettarinfo(str(path), arcname=package.relative_path)
+            if index == 0:
+                mutate(info)
+            if info.isreg():
+                with open(path, "rb") as stream:
+                    archive.addfile(info, stream)
+            else:
+                archive.addfile(info)
+    # The bundle's recorded checksum matches the doctored tar: only the member check can catch it.
+    sites.db.conn.execute(
+        "UPDATE data_transfer_package SET checksum = %s WHERE id = %s",
+        (sha256(destination), transfer["data_transfer_package_id"]),
+    )
+    result = unpacking.unpack_arrived(sites.db, location_row(sites.db, f"{site}/buffer"))
+    assert list(result.failed) == [transfer["bundle"]]
+    row = sites.db.fetch_one("data_transfer", id=transfer["id"])
+    assert row.unpack_status == "FAILED" and reason in row.unpack_failure_reason
+    assert not Path("/tmp/ccat-evil.tar").exists()
+    assert not list((sites.data_root / site).rglob("*.part"))
+    assert not (sites.data_root / site / "buffer" / "raw_data_packages").exists() or not list(
+        (sites.data_root / site / "buffer" / "raw_data_packages").rglob("*.tar")
+    )

@@ -78,6 +78,11 @@ def run(
                 continue
             try:
                 record = attempt(row)
+                with db.transaction():
+                    if record is not None:
+                        record()
+                    if not states.move(db, column, row.id, Status.IN_PROGRESS, Status.COMPLETED):
+                        raise RuntimeError(f"{column.table} {row.name} left IN_PROGRESS while it was worked on")
             except ItemFault as fault:
                 on_fault(db, column, row, fault, result)
                 continue
@@ -86,11 +91,6 @@ def run(
                 result.interrupted = row.name
                 _hand_back(db, column, rows[position + 1 :])
                 raise
-            with db.transaction():
-                if record is not None:
-                    record()
-                if not states.move(db, column, row.id, Status.IN_PROGRESS, Status.COMPLETED):
-                    raise RuntimeError(f"{column.table} {row['name']} left IN_PROGRESS while it was worked on")
             result.completed.append(row.name)
 
 
