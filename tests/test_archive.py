@@ -205,3 +205,128 @@ def test_clear_leaves_a_running_try_alone(ops_db: OpsDb, ops_db_url: str, world,
     after = {r["id"]: r for r in ops_db.conn.execute("SELECT * FROM long_term_archive_transfer").fetchall()}
     assert (after[running["id"]]["status"], after[running["id"]]["attempts"]) == ("IN_PROGRESS", 3)
     assert (after[failed["id"]]["status"], after[failed["id"]]["attempts"]) == ("PENDING", 0)
+
+
+# -- incomplete multipart uploads left by killed tries ----------------------------------------
+
+
+def _upload_until_killed(endpoint: str, access_key: str, secret_key: str, bucket: str, key: str, source: str,
+                         size: int, checksum: str) -> None:  # fmt: skip
+    """An archive try's upload in a process of its own, in 1 KiB parts read from ``source`` (a FIFO)."""
+    import boto3
+
+    archive.MULTIPART_THRESHOLD, archive.MIN_PART_SIZE = 0, 1024
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+                          aws_secret_access_key=secret_key, region_name="us-east-1")  # fmt: skip
+    archive.upload(client, bucket, key, Path(source), size, checksum)
+
+
+def incomplete(client, bucket: str, prefix: str = "") -> list[dict]:
+    return client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+
+
+def test_the_next_try_aborts_what_a_killed_upload_left_and_archives_the_package(
+    ops_db: OpsDb, world, s3_server: LocalS3, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+    import os
+    import time
+
+    location = lta(ops_db, "cologne")
+    package = packages(ops_db)[0]
+    key = archive.object_key(location.s3_prefix, package["relative_path"])
+    client = s3_server.client()
+    s3.ensure_bucket(client, location.s3_bucket)
+    # A try uploading the package is SIGKILLed after its first parts reached the server.
+    fifo = tmp_path / "package.fifo"
+    os.mkfifo(fifo)
+    uploader = multiprocessing.get_context("spawn").Process(
+        target=_upload_until_killed,
+        args=(s3_server.endpoint_url, s3_server.access_key, s3_server.secret_key, location.s3_bucket, key, str(fifo),
+              package["size_bytes"], package["checksum"]),
+    )  # fmt: skip
+    uploader.start()
+    source = (data_root / "cologne" / "buffer" / package["relative_path"]).read_bytes()
+    with open(fifo, "wb") as feed:
+        feed.write(source[:4096])
+        feed.flush()
+        deadline = time.monotonic() + 60
+        while not (left := incomplete(client, location.s3_bucket, key)) or not client.list_parts(
+            Bucket=location.s3_bucket, Key=key, UploadId=left[0]["UploadId"]
+        ).get("Parts"):
+            assert time.monotonic() < deadline and uploader.is_alive(), "the upload never got going"
+            time.sleep(0.05)
+        uploader.kill()
+        uploader.join()
+    assert uploader.exitcode == -9
+    assert [upload["Key"] for upload in incomplete(client, location.s3_bucket)] == [key]  # it holds its parts
+    assert s3.head(client, location.s3_bucket, key) is None
+
+    monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)  # every package in parts, as big ones are
+    monkeypatch.setattr(archive, "MIN_PART_SIZE", 5 * 2**20)
+    result = archive.archive_pending(ops_db, location)
+    assert result.failed == {} and package["name"] in result.completed
+    assert incomplete(client, location.s3_bucket) == []
+    found = s3.head(client, location.s3_bucket, key)
+    assert archive.is_verified(found, package["size_bytes"], package["checksum"])
+    body = client.get_object(Bucket=location.s3_bucket, Key=key)["Body"].read()
+    assert body == source
+
+
+def test_a_failed_abort_leaves_the_upload_to_the_next_try_and_keeps_the_packages_fault(
+    ops_db: OpsDb, world, s3_server: LocalS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buffer copy does not match and S3 goes away before the abort: still the package's fault."""
+    bucket = lta(ops_db, "cologne").s3_bucket
+    client = s3_server.client()
+    s3.ensure_bucket(client, bucket)
+    monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(archive, "MIN_PART_SIZE", 5 * 2**20)
+    big = tmp_path / "big.tar"
+    big.write_bytes(bytes(range(256)) * 40_000)
+
+    class AbortRefused:
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def abort_multipart_upload(self, **kwargs):
+            raise ClientError({"Error": {"Code": "ServiceUnavailable"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                              "AbortMultipartUpload")  # fmt: skip
+
+    with pytest.raises(archive.ArchiveVerificationError, match="does not match") as raised:
+        archive.upload(AbortRefused(), bucket, "wrong.tar", big, big.stat().st_size, "sha256:" + "0" * 64)
+    assert "could not be aborted" in "".join(raised.value.__notes__)
+    assert [upload["Key"] for upload in incomplete(client, bucket)] == ["wrong.tar"]
+    checksum = "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
+    archive.upload(client, bucket, "wrong.tar", big, big.stat().st_size, checksum)
+    assert incomplete(client, bucket) == []
+    assert archive.is_verified(s3.head(client, bucket, "wrong.tar"), big.stat().st_size, checksum)
+
+
+def test_credentials_that_may_not_list_uploads_do_not_stop_the_archive(
+    ops_db: OpsDb, world, s3_server: LocalS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    bucket = lta(ops_db, "cologne").s3_bucket
+    client = s3_server.client()
+    s3.ensure_bucket(client, bucket)
+    monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)
+    big = tmp_path / "big.tar"
+    big.write_bytes(bytes(range(256)) * 40_000)
+    checksum = "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
+
+    class Refused:
+        def paginate(self, **kwargs):
+            raise ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+                              "ListMultipartUploads")  # fmt: skip
+
+    class ListingRefused:
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def get_paginator(self, name):
+            return Refused() if name == "list_multipart_uploads" else client.get_paginator(name)
+
+    expected = archive.upload(ListingRefused(), bucket, "listing.tar", big, big.stat().st_size, checksum)
+    assert archive.is_verified(s3.head(client, bucket, "listing.tar"), big.stat().st_size, checksum, expected)
+    assert "may not list incomplete uploads" in caplog.text

@@ -10,7 +10,13 @@ Uploads make the server verify what it stores:
   packages the recorded checksum itself, so a byte changed anywhere is refused);
 - above it a multipart upload with a ``ChecksumSHA256`` per part (four parts in flight),
   while the whole-file checksum is computed in the same pass and compared with the
-  recorded one before the upload is completed (otherwise it is aborted).
+  recorded one before the upload is completed (otherwise it is aborted). Before it
+  starts, every incomplete multipart upload of the same key is aborted: it is an
+  earlier try of this package whose worker was killed before it could abort it, and
+  it holds its parts' bytes until then. (Uploads left under other keys are aborted by
+  the monitoring DAG's sweep, :func:`monitoring.sweep_stale_uploads`.) The credentials
+  need ``s3:ListBucketMultipartUploads`` and ``s3:AbortMultipartUpload`` for that
+  (without the first, uploads go on and the sweep task fails, saying so).
 
 After the upload a HEAD checks size, the checksum metadata and the server's checksum.
 A try first HEADs the key: an object already verified is not uploaded again.
@@ -100,6 +106,7 @@ def _multipart(client, bucket: str, key: str, path: Path, size: int, checksum: s
     algorithm, _ = checksums.parse(checksum)
     part_size = max(MIN_PART_SIZE, -(-size // MAX_PARTS))
     whole = checksums.new_hasher(algorithm)
+    abort_earlier_uploads(client, bucket, key)
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata=metadata)[
         "UploadId"
     ]
@@ -126,11 +133,47 @@ def _multipart(client, bucket: str, key: str, path: Path, size: int, checksum: s
         if f"{algorithm}:{whole.hexdigest()}" != checksum:
             raise ArchiveVerificationError(f"{path}: buffer copy does not match {checksum}; upload aborted")
         client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
-    except BaseException:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except BaseException as error:
+        _abort_after(error, client, bucket, key, upload_id)
         raise
     digests = [base64.b64decode(part["ChecksumSHA256"]) for part in parts]
     return f"{_b64(hashlib.sha256(b''.join(digests)).digest())}-{len(digests)}"
+
+
+def abort_earlier_uploads(client, bucket: str, key: str) -> list[str]:
+    """Abort every incomplete multipart upload of exactly ``key``; return their upload ids.
+
+    Only this package's tries upload to its key (under its archive transfer's lease), so
+    an incomplete upload of the key is an earlier try that died before it could abort.
+    Credentials that may not list uploads (403) do not stop the archive: that is logged,
+    and the monitoring DAG's sweep, which cannot work either then, fails and says so.
+    """
+    from botocore.exceptions import ClientError
+
+    aborted = []
+    try:
+        earlier = [found for found in s3.incomplete_uploads(client, bucket, key) if found["Key"] == key]
+    except ClientError as error:
+        if s3.error_code(error) not in ("403", "AccessDenied"):
+            raise
+        log.error("s3://%s/%s: may not list incomplete uploads (s3:ListBucketMultipartUploads), so an earlier "
+                  "try's parts are not aborted: %s", bucket, key, error)  # fmt: skip
+        return aborted
+    for found in earlier:
+        if s3.abort_upload(client, bucket, key, found["UploadId"]):
+            aborted.append(found["UploadId"])
+            log.warning("s3://%s/%s: aborted the incomplete upload %s of an earlier try (initiated %s)",
+                        bucket, key, found["UploadId"], found.get("Initiated"))  # fmt: skip
+    return aborted
+
+
+def _abort_after(error: BaseException, client, bucket: str, key: str, upload_id: str) -> None:
+    """Abort a failed upload; if that fails too, ``error`` stays what is raised (it says whose fault it was)."""
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except Exception as abort_error:  # the next try of the package, or the sweep, aborts it
+        log.warning("s3://%s/%s: could not abort upload %s: %s", bucket, key, upload_id, abort_error)
+        error.add_note(f"the incomplete upload {upload_id} could not be aborted: {abort_error}")
 
 
 @dataclass

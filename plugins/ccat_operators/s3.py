@@ -4,11 +4,16 @@ Used by archiving (uploads), staging (downloads) and anything else that reads an
 location. An S3 answer is not trusted: :func:`is_storage_fault` sorts errors into the
 storage's (unreachable, credentials refused, overloaded: stop and retry later, costing
 no item anything) and the item's (anything else the server refuses about one object).
+
+Incomplete multipart uploads hold their parts' bytes until they are completed or
+aborted; a worker killed mid-upload leaves one behind. :func:`incomplete_uploads`
+lists them, :func:`abort_upload` ends one (an upload already gone is not an error).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -88,3 +93,35 @@ def head(s3, bucket: str, key: str) -> dict[str, Any] | None:
         if is_missing(error):
             return None
         raise
+
+
+def incomplete_uploads(s3, bucket: str, prefix: str = "") -> Iterator[dict[str, Any]]:
+    """The incomplete multipart uploads of keys starting with ``prefix`` (``Key``, ``UploadId``, ``Initiated``)."""
+    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Uploads", [])
+
+
+def upload_parts_bytes(s3, bucket: str, key: str, upload_id: str) -> int | None:
+    """Bytes held by the parts of an incomplete multipart upload, or None if the upload is gone."""
+    from botocore.exceptions import ClientError
+
+    try:
+        pages = s3.get_paginator("list_parts").paginate(Bucket=bucket, Key=key, UploadId=upload_id)
+        return sum(part["Size"] for page in pages for part in page.get("Parts", []))
+    except ClientError as error:
+        if error_code(error) == "NoSuchUpload":
+            return None
+        raise
+
+
+def abort_upload(s3, bucket: str, key: str, upload_id: str) -> bool:
+    """Abort one multipart upload, freeing its parts; False if it was gone already (completed or aborted)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as error:
+        if error_code(error) == "NoSuchUpload":
+            return False
+        raise
+    return True
