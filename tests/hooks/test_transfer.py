@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ccat_operators.hooks.transfer import (
+    DestinationFullError,
     InvalidRouteError,
     SshEndpoint,
     SshFiles,
@@ -165,3 +168,27 @@ def test_a_killed_local_copy_stops_and_on_kill_before_execute_does_nothing(tmp_p
     hook.kill()
     with pytest.raises(TransferStoppedError, match="copy of .* was stopped"):
         hook.send(source, str(tmp_path / "bundle.tar.part"), io.StringIO())
+
+
+# -- a full destination ---------------------------------------------------------------------
+
+
+def test_a_local_copy_into_a_full_disk_says_the_destination_is_full(tmp_path: Path) -> None:
+    source = tmp_path / "bundle.tar"
+    source.write_bytes(os.urandom(300_000))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)], check=True)
+    try:
+        hook = TransferHook("local")
+        with pytest.raises(DestinationFullError, match="the destination is full: No space left on device"):
+            hook.send(source, str(disk / "bundle.tar.part"), io.StringIO())
+        assert hook.free_bytes(str(disk)) < source.stat().st_size
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_command_saying_the_disk_is_full_raises_destination_full() -> None:
+    hook = TransferHook("local")
+    with pytest.raises(DestinationFullError, match="the destination is full: .*Disk quota exceeded"):
+        hook.run(["bash", "-c", "echo 'write failed: Disk quota exceeded (122)' >&2; exit 11"], timeout=10)

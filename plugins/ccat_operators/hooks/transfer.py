@@ -25,6 +25,12 @@ a password is refused with a message saying so.
 Every command runs in its own process group with a wall-clock limit of
 :data:`MIN_WALL_CLOCK` + bytes / :data:`THROUGHPUT_FLOOR` (what it copies or reads);
 :meth:`TransferHook.kill` (the send operator's ``on_kill``) ends the running group.
+A copy that fails because the destination is full raises :class:`DestinationFullError`,
+so the caller can remove the partial file that keeps it full: local, ``ENOSPC`` /
+``EDQUOT``; rsync and bbcp, "No space left on device" or "Disk quota exceeded" in their
+output or, as that message can be lost (the remote's stderr races the end of the
+connection: measured with rsync 3.5 over ssh, about one failure in three says nothing),
+a failed copy after which the destination has less room than the rest of the file needs.
 
 Every argv is built by a small pure method so it can be unit-tested without a network;
 remote commands are argv lists too, quoted with ``shlex.join`` for the remote shell.
@@ -32,6 +38,7 @@ remote commands are argv lists too, quoted with ``shlex.join`` for the remote sh
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import shutil
@@ -42,7 +49,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from airflow.sdk import BaseHook
@@ -61,6 +68,8 @@ MIN_WALL_CLOCK = 900.0  # connection set-up, a busy sshd, a slow remote disk
 THROUGHPUT_FLOOR = 1_000_000  # bytes per second (8 Mbit/s): far below any link the pipeline uses
 #: Seconds between SIGTERM and SIGKILL when a command's process group is ended.
 KILL_GRACE = 5.0
+#: What a command prints (strerror of ENOSPC, EDQUOT) when the destination's disk is full.
+DESTINATION_FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
 
 
 class InvalidRouteError(RuntimeError):
@@ -77,6 +86,10 @@ class TransferTimeoutError(TransferCommandError):
 
 class TransferStoppedError(TransferCommandError):
     """The hook was told to stop (:meth:`TransferHook.kill`, the task's ``on_kill``)."""
+
+
+class DestinationFullError(TransferCommandError):
+    """The destination's disk (or quota) is full: nothing more can be written there until room is made."""
 
 
 @dataclass(frozen=True)
@@ -335,8 +348,9 @@ class TransferHook(BaseHook):
 
         Raises TransferTimeoutError past ``timeout`` and TransferStoppedError after
         :meth:`kill` (the group ended in both cases), TransferCommandError on a non-zero
-        exit if ``check``. Nothing of the group outlives the call, and the command is
-        killed if this process dies (``setpriv --pdeathsig``).
+        exit if ``check`` (DestinationFullError if the output says the disk is full).
+        Nothing of the group outlives the call, and the command is killed if this process
+        dies (``setpriv --pdeathsig``).
         """
         if self._stopped:
             raise TransferStoppedError(f"not running {argv[0]}: the transfer was stopped")
@@ -369,6 +383,9 @@ class TransferHook(BaseHook):
         if self._stopped:
             raise TransferStoppedError(f"{argv[0]} was stopped: the task was killed")
         if check and process.returncode != 0:
+            if any(message in stderr for message in DESTINATION_FULL_MESSAGES):
+                raise DestinationFullError(f"{argv[0]} exited {process.returncode}: the destination is full: "
+                                           f"{stderr.strip()[-500:]}")  # fmt: skip
             raise TransferCommandError(f"{argv[0]} exited {process.returncode}: {stderr.strip()[-500:]}")
         return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
@@ -433,15 +450,56 @@ class TransferHook(BaseHook):
         """Copy ``source`` to ``destination`` (in a directory :meth:`guard` created), output to ``log``.
 
         The copy may take :meth:`wall_clock_limit` of the source's size; :meth:`kill` stops it.
+        Raises DestinationFullError when the destination is full (``destination`` is left
+        as far as it got).
         """
         if self.method == TransferMethod.LOCAL:
-            _copy_without_links(source, destination, stopped=lambda: self._stopped)
+            try:
+                _copy_without_links(source, destination, stopped=lambda: self._stopped)
+            except OSError as error:
+                if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise DestinationFullError(
+                    f"copy of {source} to {destination} failed: the destination is full: {error.strerror}"
+                ) from error
             log.write(f"copied {source} -> {destination}\n")
             return
         self.validate()
-        limit = self.wall_clock_limit(source.stat().st_size)
+        size = source.stat().st_size
         with ssh_files(self.endpoint) as files:
-            self.run(self.send_argv(source, destination, files), timeout=limit, log=log)
+            try:
+                self.run(self.send_argv(source, destination, files), timeout=self.wall_clock_limit(size), log=log)
+            except (TransferTimeoutError, TransferStoppedError, DestinationFullError):
+                raise
+            except TransferCommandError as error:
+                shortfall = self._shortfall(destination, size, log)
+                if shortfall:
+                    raise DestinationFullError(f"{error}; the destination is full: {shortfall}") from error
+                raise
+
+    def _shortfall(self, destination: str, size: int, log: IO[str]) -> str | None:
+        """``<free> bytes free in <dir>, <n> more needed`` if ``destination`` has no room to grow to ``size`` bytes.
+
+        None if it has room, or if the destination cannot be asked (the network is down).
+        """
+        directory = str(PurePosixPath(destination).parent)
+        try:
+            needed = size - (self.size(destination) or 0)
+            free = self.free_bytes(directory)
+        except TransferCommandError as error:  # the copy's own failure (e.g. the network) stays what is raised
+            log.write(f"could not ask the destination for its free space: {error}\n")
+            return None
+        if free >= needed:
+            return None
+        return f"{free} bytes free in {directory}, {needed} more needed"
+
+    def free_bytes(self, directory: str) -> int:
+        """Bytes that can still be written in ``directory`` at the destination (as a user, not root)."""
+        if self.method == TransferMethod.LOCAL:
+            usage = os.statvfs(directory)
+            return usage.f_bavail * usage.f_frsize
+        blocks, block_size = self._remote(["stat", "-f", "-c", "%a %S", "--", directory]).stdout.split()
+        return int(blocks) * int(block_size)
 
     def size(self, path: str) -> int | None:
         """Size of ``path`` at the destination, or None if it does not exist."""
