@@ -67,7 +67,7 @@ def send_all(db: OpsDb) -> None:
         for row in db.conn.execute("SELECT id FROM data_transfer WHERE status <> 'COMPLETED' ORDER BY id").fetchall():
             dependency = db.fetch_one("data_transfer", id=row["id"]).depends_on_status
             if dependency in (None, "COMPLETED"):
-                transfer.send_transfer(db, row["id"], last_try=True)
+                transfer.send_transfer(db, row["id"])
 
 
 def setup(db: OpsDb, tmp_path: Path, s3: LocalS3 | None = None):

@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
 
     with OpsDb.connect(os.environ["AIRFLOW_CONN_CCAT_OPS_DB"]) as db:
         if command == "send":
-            print(f"OUTCOME={transfer.send_transfer(db, int(argument), last_try='--last-try' in argv)}")
+            print(f"OUTCOME={transfer.send_transfer(db, int(argument))}")
             return 0
         if command == "unpack":
             site, _, name = argument.partition("/")

@@ -120,3 +120,72 @@ def test_health_summary(ops_db: OpsDb, example_topology) -> None:
     assert health.counts["raw_data_package"] == {"PENDING": 4}
     assert health.oldest_waiting[0] == "raw_data_package PENDING"
     assert health.lines()[-1] == "needing intervention: 0"
+
+
+def test_stale_incomplete_uploads_under_the_prefix_are_aborted_and_fresh_ones_left_alone(
+    ops_db: OpsDb, data_root: Path, tmp_path: Path, s3_server, victoria_metrics: str, metrics_to,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from datetime import timedelta
+
+    metrics_to(victoria_metrics)
+    pipeline.setup(ops_db, tmp_path, s3_server)
+    pipeline.s3_connections(monkeypatch, s3_server)
+    bucket = f"ccat-sweep-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    ops_db.conn.execute("UPDATE data_location SET s3_bucket = %s, s3_prefix = 'archive/' WHERE name = 'lta'", (bucket,))
+    lta = location_row(ops_db, "cologne/lta")
+    client = s3_server.client()
+    assert monitoring.sweep_stale_uploads(lta, timedelta(0)) == []  # no bucket yet: nothing to sweep
+    client.create_bucket(Bucket=bucket)
+    # Someone's upload under the archive's prefix, with a part; another outside the prefix.
+    uploads = {}
+    for key in ("archive/raw_data_packages/x.tar", "elsewhere/y.tar"):
+        uploads[key] = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=uploads[key], PartNumber=1, Body=b"p" * 6000)
+
+    def incomplete() -> set[str]:
+        return {upload["Key"] for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+
+    assert monitoring.sweep_stale_uploads(lta, timedelta(days=1)) == []  # still fresh
+    assert incomplete() == set(uploads)
+    lines = monitoring.sweep_stale_uploads(lta, timedelta(0))
+    assert len(lines) == 1 and lines[0].startswith(f"s3://{bucket}/archive/raw_data_packages/x.tar upload ")
+    assert lines[0].endswith("6000 bytes in parts -> aborted")
+    assert incomplete() == {"elsewhere/y.tar"}  # not under the location's prefix: not ours to judge
+    series = exported(victoria_metrics, "s3_stale_uploads_aborted_bytes",
+                      lambda found: any(6000 in s["values"] for s in found))  # fmt: skip
+    assert any(s["metric"] == {"__name__": "s3_stale_uploads_aborted_bytes", "site": "cologne", "location": "lta"}
+               and 6000 in s["values"] for s in series)  # fmt: skip
+
+
+@pytest.mark.airflow
+def test_monitoring_dag_sweeps_each_archive_on_its_queue_and_leaves_fresh_uploads(
+    airflow_db, ops_db: OpsDb, ops_db_url: str, data_root: Path, tmp_path: Path, s3_server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import REPO
+
+    _, topology_file = pipeline.setup(ops_db, tmp_path, s3_server)
+    pipeline.s3_connections(monkeypatch, s3_server)
+    monkeypatch.setenv("CCAT_TOPOLOGY", str(topology_file))
+    monkeypatch.setenv("AIRFLOW_CONN_CCAT_OPS_DB", ops_db_url)
+    bucket = f"ccat-dag-sweep-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    ops_db.conn.execute("UPDATE data_location SET s3_bucket = %s WHERE name = 'lta'", (bucket,))
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    upload = client.create_multipart_upload(Bucket=bucket, Key="raw_data_packages/running.tar")["UploadId"]
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("ccat_monitoring")
+    sweeps = {task.task_id: task for task in dag.tasks if task.task_id.startswith("sweep_stale_uploads_")}
+    assert {task_id: (task.queue, task.older_than_hours) for task_id, task in sweeps.items()} == {
+        "sweep_stale_uploads_cologne_lta": ("cologne_lta_monitoring", 24),
+        "sweep_stale_uploads_us_lta": ("us_lta_monitoring", 24),
+    }
+    run = dag.test()
+    assert run.state == "success"
+    states_of = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert {states_of[task_id] for task_id in sweeps} == {"success"}  # ran, not skipped
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [found["UploadId"] for found in left] == [upload]  # younger than 24 hours: left alone

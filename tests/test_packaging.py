@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ccat_operators import packaging
+from ccat_operators import packaging, status, work
 from ccat_operators.opsdb import OpsDb
-from ccat_operators.packaging import NoBufferError
 from ccat_operators.tarstream import part_path
 from tests.conftest import REPO
-from tests.helpers import apply_topology, file_random_observation, location_row, run_concurrently
+from tests.helpers import apply_topology, file_random_observation, location_row, run_concurrently, small_disk
 
 SOURCE = "ccat/telescope_computer"
 
@@ -47,7 +47,7 @@ def sha256_of(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_packaging(db: OpsDb) -> packaging.WriteResult:
+def run_packaging(db: OpsDb) -> work.WorkResult:
     source = location_row(db, SOURCE)
     packaging.plan_packages(db, source)
     return packaging.write_packages(db, source)
@@ -184,14 +184,18 @@ def test_buffer_failover(ops_db: OpsDb, data_root: Path, tmp_path: Path) -> None
     assert [b["name"] for b in buffers] == ["buffer", "buffer2", "buffer2"]
 
 
-def test_no_buffer_with_space_leaves_packages_pending(ops_db: OpsDb, data_root: Path, tmp_path: Path) -> None:
+def test_no_buffer_with_space_leaves_packages_waiting_with_the_reason(
+    ops_db: OpsDb, data_root: Path, tmp_path: Path
+) -> None:
     apply_topology(
         ops_db, tmp_path, lambda d: d["sites"]["ccat"]["locations"]["buffer"].update(settings={"min_free_space": "1PB"})
     )
     file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [1000, 2000])
-    with pytest.raises(NoBufferError, match="no active buffer at site ccat can take"):
-        run_packaging(ops_db)
-    assert {p["status"] for p in packages(ops_db)} == {"PENDING"}
+    result = run_packaging(ops_db)
+    assert result.completed == [] and len(result.waiting) == len(packages(ops_db))
+    for package in packages(ops_db):
+        assert package["status"] == "PENDING"
+        assert package["failure_reason"].startswith("waiting: no active buffer at site ccat has room for")
 
 
 WRITER = textwrap.dedent(
@@ -252,3 +256,64 @@ def test_planning_in_small_batches_keeps_groups_whole(ops_db: OpsDb, site: Path)
         "SELECT raw_data_package_id, count(*) AS n FROM raw_data_file GROUP BY 1 ORDER BY 1"
     ).fetchall()
     assert [row["n"] for row in sizes] == [3, 3, 3, 3]
+
+
+def two_buffers(data_root: Path):
+    """The site's primary buffer, and a second one (priority 2) to fail over to."""
+
+    def mutate(document: dict) -> None:
+        document["sites"]["ccat"]["locations"]["buffer2"] = {
+            "type": "BUFFER", "root_path": f"{data_root}/ccat/buffer2", "priority": 2,
+        }  # fmt: skip
+
+    return mutate
+
+
+def test_the_exact_tar_size_is_reserved_and_a_full_buffer_fails_over(
+    ops_db: OpsDb, data_root: Path, tmp_path: Path
+) -> None:
+    """2,000 files of 1,000 B make a 3,082,240 B tar: more than the 2 MB their sizes sum to."""
+    apply_topology(ops_db, tmp_path, two_buffers(data_root))
+    with small_disk(data_root / "ccat" / "buffer", "2500k"):
+        file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [1000] * 2000)
+        result = run_packaging(ops_db)
+        assert len(result.completed) == 1 and result.waiting == {}
+        assert list((data_root / "ccat" / "buffer").rglob("*")) == []  # nothing was even started there
+    (package,) = packages(ops_db)
+    tar = data_root / "ccat" / "buffer2" / package["relative_path"]
+    assert tar.stat().st_size == package["size_bytes"] == 3_082_240
+    assert package["checksum"] == sha256_of(tar)
+
+
+def test_a_buffer_that_fills_up_while_writing_hands_the_package_to_the_next(
+    ops_db: OpsDb, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_topology(ops_db, tmp_path, two_buffers(data_root))
+    real_usage = shutil.disk_usage
+    with small_disk(data_root / "ccat" / "buffer", "200k") as small:
+        # The primary buffer claims room it does not have: the write itself runs out of space.
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=10**12)
+                            if Path(p) == small else real_usage(p))  # fmt: skip
+        file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [300_000])
+        result = run_packaging(ops_db)
+        assert len(result.completed) == 1
+        assert list(small.rglob("*.part")) == []  # the failed try left nothing behind
+    (package,) = packages(ops_db)
+    assert sha256_of(data_root / "ccat" / "buffer2" / package["relative_path"]) == package["checksum"]
+
+
+def test_with_no_buffer_left_a_package_waits_and_the_others_go_on(
+    ops_db: OpsDb, data_root: Path, tmp_path: Path
+) -> None:
+    with small_disk(data_root / "ccat" / "buffer", "500k"):
+        apply_topology(ops_db, tmp_path)
+        file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [900_000], minute=0)
+        file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [20_000], minute=1)
+        result = run_packaging(ops_db)
+        big, small = packages(ops_db)
+        assert result.completed == [small["name"]] and list(result.waiting) == [big["name"]]
+        assert big["status"] == "PENDING" and big["failure_reason"].startswith("waiting: no active buffer")
+        report = status.report(ops_db)
+        assert f"{big['name']}: waiting: no active buffer" in report
+        # Another run (room still short): it waits again, and the run ends.
+        assert list(run_packaging(ops_db).waiting) == [big["name"]]

@@ -32,7 +32,7 @@ ROOT_VARIABLE = "CCAT_PROPERTY_ROOT"
 SITE_NAMES = ("ccat", "ccat_x", "cologne", "us", "lab")  # ccat + x_buffer vs ccat_x + buffer collide
 OTHER_LOCATION_NAMES = ("x_buffer", "telescope_computer", "lta", "ramses", "inbox", "buffer2")
 DAG_IDS = {
-    "ccat_archive", "ccat_bundling", "ccat_deletion", "ccat_monitoring", "ccat_packaging",
+    "ccat_archive", "ccat_audit", "ccat_bundling", "ccat_deletion", "ccat_monitoring", "ccat_packaging",
     "ccat_staging", "ccat_topology", "ccat_transfer", "ccat_unpacking",
 }  # fmt: skip
 
@@ -45,6 +45,9 @@ GOOD_SETTINGS: dict[str, list[Any]] = {
     "checksum_algorithm": ["sha256", "xxh3_128"],
     "transfer_method": ["rsync", "bbcp", "local"],
     "ssh_conn_id": ["ccat_ssh_custom"],
+    "audit_period": [0, "30d", "1h"],
+    "audit_dark_grace": [0, "1d"],
+    "audit_full_read": [True, False],
 }
 BAD_SETTINGS: dict[str, list[Any]] = {
     "package_size_limit": [0, "0GB", "0.5B", 2**63, "big", -1, True],
@@ -54,6 +57,9 @@ BAD_SETTINGS: dict[str, list[Any]] = {
     "checksum_algorithm": ["md5", "SHA256", 256],
     "transfer_method": ["RSYNC", "scp", None],
     "ssh_conn_id": ["two words", "", None, ["a"]],
+    "audit_period": [-1, "forever"],
+    "audit_dark_grace": ["soon", -5],
+    "audit_full_read": ["yes", 1],
 }
 GOOD_ROUTE_SETTINGS: dict[str, list[Any]] = {
     "streams": [1, 4, 64],

@@ -10,6 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -201,6 +204,107 @@ def test_a_link_in_the_destination_path_fails_the_transfer_at_once(sites: Sites,
     row = sites.db.fetch_one("data_transfer", id=transfer["id"])
     assert row.status == "FAILED" and "goes through a symbolic link" in row.failure_reason
     assert list(outside.iterdir()) == []
+
+
+# -- a full destination -----------------------------------------------------------------------
+
+
+@dataclass
+class SshdDisk:
+    """A tmpfs mounted in a site's sshd's mount namespace (``ip netns exec`` gave it its own).
+
+    What the sshd runs (rsync's receiver, stat, sha256sum, mv, rm) sees the tmpfs; this
+    test process sees that view through ``/proc/<sshd pid>/root``.
+    """
+
+    pid: int
+    directory: Path
+
+    def enter(self, *argv: str) -> None:
+        subprocess.run(["nsenter", f"--target={self.pid}", "--mount", "--", *argv], check=True)
+
+    def resize(self, size: int) -> None:
+        self.enter("mount", "-o", f"remount,size={size}", str(self.directory))
+
+    def seen(self, path: Path) -> Path:
+        """``path`` as the site's sshd sees it."""
+        return Path(f"/proc/{self.pid}/root{path}")
+
+
+@contextmanager
+def sshd_disk(sites: Sites, site: str, directory: Path, size: int) -> Iterator[SshdDisk]:
+    """A disk of ``size`` bytes at ``directory`` of ``site`` as its sshd sees it, for the block."""
+    directory.mkdir(parents=True, exist_ok=True)
+    disk = SshdDisk(sites.network.sites[site].sshd.pid, directory)
+    disk.enter("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory))
+    try:
+        yield disk
+    finally:
+        disk.enter("umount", str(directory))
+
+
+@pytest.mark.parametrize("message", ["said", "lost"])
+def test_a_full_destination_keeps_no_partial_copy_and_the_next_try_sends_when_there_is_room(
+    sites: Sites, tmp_path: Path, message: str
+) -> None:
+    """rsync's "No space left on device" can be lost (the remote's stderr races the connection's end)."""
+    sites.make_bundles(observations=1)
+    transfer = primary_transfer(sites)
+    site = transfer["destination_site"]
+    destination = sites.bundle_file(site, transfer["bundle"])
+    part = Path(f"{destination}.part")
+    size = sites.bundle_file("ccat", transfer["bundle"]).stat().st_size
+    env = sites.env
+    if message == "lost":
+        wrapper = tmp_path / "rsync"
+        wrapper.write_text('#!/bin/bash\nexec /usr/bin/rsync "$@" 2>/dev/null\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+        env = {**sites.env, "PATH": f"{tmp_path}:{sites.env['PATH']}"}
+    with sshd_disk(sites, site, destination.parent, size // 2) as disk:
+        first = sites.run("ccat", "send", str(transfer["id"]), env=env, check=False)
+        assert first.returncode != 0 and "DestinationFullError" in first.stderr
+        assert "the partial copy" in first.stderr and "was removed" in first.stderr
+        assert not disk.seen(part).exists()  # the buffer is not kept full by a copy that cannot finish
+        assert list(disk.seen(destination.parent).iterdir()) == []
+        row = sites.db.fetch_one("data_transfer", id=transfer["id"])
+        assert row.status == "PENDING" and "the destination is full" in row.failure_reason
+        if message == "lost":  # told by the room left at the destination
+            assert "bytes free in" in row.failure_reason and "more needed" in row.failure_reason
+
+        disk.resize(2 * size + 2**20)
+        second = sites.run("ccat", "send", str(transfer["id"]), env=env)
+        assert "OUTCOME=sent" in second.stdout
+        assert sha256(disk.seen(destination)) == transfer["checksum"] and not disk.seen(part).exists()
+    assert sites.db.fetch_one("data_transfer", id=transfer["id"]).status == "COMPLETED"
+
+
+def test_a_local_copy_into_a_full_destination_keeps_no_partial_copy(ops_db, data_root: Path, tmp_path: Path) -> None:
+    """The ``local`` method (the demo's): ENOSPC from the copy itself."""
+    from ccat_operators import bundling, transfer
+    from ccat_operators.hooks.transfer import DestinationFullError
+    from tests import pipeline
+
+    pipeline.setup(ops_db, tmp_path)
+    pipeline.bundle(ops_db, observations=1)
+    row = next(t for t in ops_db.conn.execute("SELECT id FROM data_transfer WHERE depends_on_transfer_id IS NULL"))
+    sent = ops_db.fetch_one("data_transfer", id=row["id"])
+    destination = Path(sent.destination_root) / bundling.bundle_path(sent.bundle)
+    part = Path(f"{destination}.part")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={sent.size_bytes // 2}", "tmpfs", str(destination.parent)],
+                   check=True)  # fmt: skip
+    try:
+        with pytest.raises(DestinationFullError, match="the destination is full"):
+            transfer.send_transfer(ops_db, sent.id)
+        assert not part.exists() and list(destination.parent.iterdir()) == []
+        failed = ops_db.fetch_one("data_transfer", id=sent.id)
+        assert failed.status == "PENDING" and "the destination is full" in failed.failure_reason
+        subprocess.run(["mount", "-o", f"remount,size={2 * sent.size_bytes + 2**20}", str(destination.parent)],
+                       check=True)  # fmt: skip
+        assert transfer.send_transfer(ops_db, sent.id) == "sent"
+        assert sha256(destination) == sent.checksum and not part.exists()
+    finally:
+        subprocess.run(["umount", str(destination.parent)], check=True)
 
 
 # -- SSH connections through the SSH provider's hook ----------------------------------------

@@ -266,27 +266,3 @@ def _count_fault(
         log.error("archive of %s failed %d times: needs an operator (%s)", row.name, attempt, fault)
     else:
         log.error("archive of %s failed (attempt %d of %d): %s", row.name, attempt, MAX_ATTEMPTS, fault)
-
-
-@dataclass
-class ClearResult:
-    cleared: list[int] = field(default_factory=list)
-    busy: list[int] = field(default_factory=list)
-
-
-def clear_intervention(db: OpsDb, transfer_id: int | None = None) -> ClearResult:
-    """Let transfers that needed an operator be tried again (all, or one), leaving live work alone.
-
-    Each transfer's lease is taken first: one whose try is still running on a worker is
-    reported ``busy`` and not touched.
-    """
-    result = ClearResult()
-    for row in db.fetch_all("archive_transfers_needing_intervention"):
-        if transfer_id is not None and row.id != transfer_id:
-            continue
-        with states.lease(db, states.ARCHIVE, row.id) as mine:
-            if not mine:
-                result.busy.append(row.id)
-            elif states.clear_archive_intervention(db, row.id):
-                result.cleared.append(row.id)
-    return result

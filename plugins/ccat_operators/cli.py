@@ -16,17 +16,18 @@ import argparse
 import json
 import shlex
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psycopg
 
-from ccat_operators import filing, migrations, queues, roles, topology
+from ccat_operators import filing, migrations, queues, roles, states, status, topology
 from ccat_operators.opsdb import OpsDb, OpsDbConfigError, check_url
 from ccat_operators.paths import default_topology_file
 from ccat_operators.progress import byte_progress
 from ccat_operators.routing import transfer_pool
-from ccat_operators.states import LocationType
+from ccat_operators.states import LocationType, Status
 
 DEFAULT_DEVDB_DIR = Path(".ccat/postgres")
 DEFAULT_DEVDB_PORT = 54329
@@ -97,15 +98,77 @@ def cmd_archive_pending_intervention(args: argparse.Namespace) -> None:
 
 
 def cmd_archive_clear(args: argparse.Namespace) -> None:
-    from ccat_operators import archive
+    """The archive case of ``ccat retry``, for one transfer or every one needing intervention."""
+    cleared, busy = [], []
+    with _db(args) as db:
+        ids = [args.id] if args.id is not None else db.fetch_column("archive_transfers_needing_intervention")
+        for transfer_id in ids:
+            outcome = states.retry(db, states.ARCHIVE, transfer_id)
+            if outcome.busy:
+                busy.append(transfer_id)
+            elif outcome.retried:
+                cleared.append(transfer_id)
+    if args.id is not None and not cleared and not busy:
+        raise LookupError(f"archive transfer {args.id} does not need intervention")
+    for transfer_id in busy:
+        print(f"archive transfer {transfer_id} is being tried by a worker right now: left alone")
+    print(f"cleared {len(cleared)} archive transfer(s): they will be tried again")
+
+
+class RetryRefusedError(RuntimeError):
+    """``ccat retry`` left an item as it was: it is not FAILED, or a live worker holds it."""
+
+
+def cmd_retry(args: argparse.Namespace) -> None:
+    stage = status.STAGES[args.kind]
+    item = f"{stage.noun} {args.id}"
+    with _db(args) as db:
+        outcome = states.retry(db, stage.column, args.id)
+        unpack = states.status_of(db, states.UNPACK, args.id) if stage.column is states.TRANSFER else None
+    if outcome.found is None:
+        raise LookupError(f"no {item}")
+    if outcome.busy:
+        raise RetryRefusedError(f"{item} is {outcome.found} and a live worker holds it right now: left alone")
+    if not outcome.retried:
+        hint = f" (its unpack is FAILED: ccat retry unpack {args.id})" if unpack == Status.FAILED else ""
+        raise RetryRefusedError(f"{item} is {outcome.found}, not FAILED: nothing to retry{hint}")
+    print(f"{item} is PENDING again: {stage.follows}")
+
+
+def _retry_epilog() -> str:
+    """What to fix first for each kind of ``ccat retry``, and what follows it."""
+    lines = [
+        "The item's lease is taken first: one a live worker holds (a try still running) is left alone, and one",
+        "that is not FAILED is refused; both exit 1. Its failure reason is cleared, and what made its stage give",
+        "up starts again (an archive transfer's 3 tries, an unpack's 3 fresh copies of a damaged bundle). An",
+        "unpack is named by its transfer's id: a transfer that arrived but whose unpack FAILED is retried with",
+        "`ccat retry unpack ID`. `ccat status` lists every FAILED item with its reason and command.",
+        "",
+        "what to fix first, then what follows:",
+    ]
+    for stage in status.STAGES.values():
+        lines.append(f"  {stage.kind}")
+        lines.extend(textwrap.wrap(stage.fix + ".", 96, initial_indent="    fix: ", subsequent_indent="      "))
+        lines.extend(textwrap.wrap(stage.follows + ".", 96, initial_indent="    then: ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    from ccat_operators import audit
 
     with _db(args) as db:
-        result = archive.clear_intervention(db, args.id)
-    if args.id is not None and not result.cleared and not result.busy:
-        raise LookupError(f"archive transfer {args.id} does not need intervention")
-    for busy in result.busy:
-        print(f"archive transfer {busy} is being tried by a worker right now: left alone")
-    print(f"cleared {len(result.cleared)} archive transfer(s): they will be tried again")
+        rows = db.fetch_all("active_locations", site=None, location=None)
+        keys = [f"{row.site}/{row.name}" for row in rows]
+        if args.location is not None and args.location not in keys:
+            raise LookupError(f"{args.location!r} is not an active location (known: {', '.join(keys)})")
+        findings = 0
+        for key in keys if args.location is None else [args.location]:
+            site, _, name = key.partition("/")
+            result = audit.audit_location(db, db.fetch_one("data_location_by_key", site=site, name=name),
+                                          repair=not args.no_repair)  # fmt: skip
+            findings += len(result.lost) + len(result.corrupt) + len(result.dark)
+            print("\n".join(result.lines()))
+    print(f"{findings} finding(s); `ccat status` lists every open one")
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -254,8 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(archive_commands, "needs-intervention", cmd_archive_pending_intervention,
         "list archive transfers that failed 3 times")  # fmt: skip
-    clear = add(archive_commands, "clear", cmd_archive_clear, "let failed archive transfers be tried again")
+    clear = add(archive_commands, "clear", cmd_archive_clear,
+                "let failed archive transfers be tried again (`ccat retry archive ID` for each)")  # fmt: skip
     clear.add_argument("--id", type=_positive_int, help="only this transfer (default: all needing intervention)")
+
+    retry = add(commands, "retry", cmd_retry, "hand a FAILED item back to its stage: FAILED -> PENDING")
+    retry.formatter_class, retry.epilog = argparse.RawDescriptionHelpFormatter, _retry_epilog()
+    retry.add_argument("kind", choices=list(status.STAGES), help="the item's stage")
+    retry.add_argument("id", type=_positive_int, help="its id, as `ccat status` lists it")
+
+    audit_parser = add(commands, "audit", cmd_audit,
+                       "compare what ops-db records at locations with their storage: lost, corrupt, dark data; "
+                       "repair what another verified copy allows (run where the storage is mounted)")  # fmt: skip
+    audit_parser.add_argument("--location", help="only this site/location (default: every active one)")
+    audit_parser.add_argument("--no-repair", action="store_true", help="report and mark, but repair nothing")
 
     status_parser = add(
         commands, "status", cmd_status, "counts per stage and state, what waits, what needs an operator"
@@ -304,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: Errors that are the user's input or environment, reported as one line without a traceback.
 USER_ERRORS = (
     DevelopmentCommandError,
+    RetryRefusedError,
     filing.FilingError,
     topology.TopologyError,
     roles.RolesError,

@@ -21,12 +21,12 @@ A copy left DELETION_IN_PROGRESS by a worker that died is finished by the next r
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ccat_operators import checksums, safefs, states
+from ccat_operators import checksums, copies, safefs, states
+from ccat_operators.copies import CopyFile, copy_files
 from ccat_operators.faults import ItemFault
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.rows import DeletableCopyRow, LocationRow, ScheduledDeletionRow
@@ -108,39 +108,6 @@ class DeletionRefusedError(ItemFault):
     """What stands at a copy's path is not what ops-db recorded there; nothing is deleted."""
 
 
-@dataclass(frozen=True)
-class CopyFile:
-    """One file of a copy: its path below the location root and what it must be to be deleted.
-
-    ``resolve_links``: an instrument's source tree may pass through links that stay
-    inside the root; the pipeline's own trees (buffers, staged jobs) may not.
-    ``checksum`` (with ``inode`` and ``mtime_ns`` from filing) identifies a raw file.
-    """
-
-    relative: str
-    size: int | None
-    resolve_links: bool = False
-    checksum: str | None = None
-    inode: int | None = None
-    mtime_ns: int | None = None
-
-
-def copy_files(db: OpsDb, location: LocationRow, copy: ScheduledDeletionRow) -> list[CopyFile]:
-    """The files that make up one copy at a disk location."""
-    if copy.data_transfer_package_id is not None:
-        return [CopyFile(copy.path, copy.bundle_size)]
-    if location.location_type == LocationType.BUFFER:
-        return [CopyFile(copy.path, copy.package_size)]
-    files = db.fetch_all("files_of_package", package_id=copy.raw_data_package_id)
-    if location.location_type == LocationType.PROCESSING:
-        return [CopyFile(f"{copy.path}/{f.relative_path}", f.size_bytes) for f in files]
-    return [  # SOURCE: the raw files themselves, as filed
-        CopyFile(f.relative_path, f.size_bytes, True, f.checksum,
-                 None if f.inode is None else int(f.inode), f.mtime_ns)
-        for f in files
-    ]  # fmt: skip
-
-
 def _remove_files(db: OpsDb, location: LocationRow, copy: ScheduledDeletionRow) -> int:
     """Check every file of the copy, then delete them all; refuse the lot if one is not as recorded."""
     root = Path(location.root_path)
@@ -157,27 +124,22 @@ def _identify(root: Path, file: CopyFile) -> tuple[Path, str, int] | None:
     Raises DeletionRefusedError if the path leaves the root, goes through a link, or
     leads to something other than the recorded file.
     """
-    relative = file.relative
     try:
-        if file.resolve_links:
-            relative = safefs.resolve_within(root, file.relative)
-            root = Path(os.path.realpath(root))
-        found = safefs.regular_file(root, relative)
+        found = copies.locate(root, file)
     except safefs.UnsafePathError as error:
         raise DeletionRefusedError(f"{error}; nothing deleted") from None
     if found is None:
-        log.warning("%s was already gone", root / relative)
+        log.warning("%s was already gone", root / file.relative)
         return None
-    if file.size is not None and found.st_size != file.size:
+    if file.size is not None and found.stat.st_size != file.size:
         raise DeletionRefusedError(
-            f"{root / relative} is {found.st_size} bytes, recorded as {file.size}: "
+            f"{found.path} is {found.stat.st_size} bytes, recorded as {file.size}: "
             "not the recorded file; nothing deleted"
         )
-    if file.checksum is not None and (file.inode, file.mtime_ns) != (found.st_ino, found.st_mtime_ns):
-        with open(safefs.open_resolved(root, relative), "rb", buffering=0) as stream:
-            actual = checksums.stream_checksum(stream, checksums.parse(file.checksum)[0])
+    if file.resolve_links and file.checksum is not None and not copies.unchanged_since_filing(file, found):
+        actual = copies.checksum_of(found, checksums.parse(file.checksum)[0])
         if actual != file.checksum:
             raise DeletionRefusedError(
-                f"{root / relative} changed since it was filed ({actual}, filed as {file.checksum}); nothing deleted"
+                f"{found.path} changed since it was filed ({actual}, filed as {file.checksum}); nothing deleted"
             )
-    return root, relative, found.st_ino
+    return found.root, found.relative, found.stat.st_ino

@@ -15,6 +15,8 @@ Measurements (tags; fields):
 - ``transfer`` (route, method, checksum_algorithm; bytes, seconds, rate_mb_s)
 - ``archive`` (site, location, checksum_algorithm; bytes, seconds, rate_mb_s)
 - ``disk_usage`` (site, location; used_bytes, total_bytes, used_fraction)
+- ``s3_stale_uploads`` (site, location; aborted, aborted_bytes, in_progress): one sweep of
+  an S3 archive's incomplete multipart uploads (in_progress: those younger than the grace period)
 - ``pipeline_state`` (table, status; items)
 """
 

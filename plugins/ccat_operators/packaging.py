@@ -25,6 +25,7 @@ source file is ever deleted or modified here.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import shutil
@@ -36,10 +37,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ccat_operators import checksums, metrics, safefs, states, work
-from ccat_operators.faults import ItemFault
+from ccat_operators.faults import ItemFault, ItemWaits
 from ccat_operators.opsdb import OpsDb
-from ccat_operators.rows import BufferRow, LocationRow, UnpackagedFileRow
-from ccat_operators.tarstream import Member, MemberChangedError, write_archive
+from ccat_operators.rows import BufferRow, LocationRow, PackageRow, UnpackagedFileRow
+from ccat_operators.tarstream import Member, MemberChangedError, WrittenArchive, archive_size, write_archive
 from ccat_operators.topology import SETTINGS
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ log = logging.getLogger(__name__)
 PLAN_BATCH = 50_000
 CLAIM_BATCH = 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class NoBufferError(RuntimeError):
-    """No active BUFFER at the site has room for a package."""
 
 
 @dataclass(frozen=True)
@@ -150,8 +147,10 @@ def write_packages(db: OpsDb, location: LocationRow) -> work.WorkResult:
     result.reclaimed = work.reclaim_abandoned(
         db, states.PACKAGE, "find_unfinished_raw_data_packages", location_id=location.id
     )
-    while claimed := states.claim(db, states.PACKAGE, location_id=location.id, limit=CLAIM_BATCH):
+    waited: set[int] = set()
+    while claimed := states.claim(db, states.PACKAGE, waited, location_id=location.id, limit=CLAIM_BATCH):
         work.run(db, states.PACKAGE, claimed, lambda row: _write(db, row.id), result)
+        waited |= {row.id for row in claimed if row.name in result.waiting}
     return result
 
 
@@ -171,18 +170,11 @@ def _write(db: OpsDb, package_id: int) -> work.Record:
         )
         for f in files
     ]
-    buffer = choose_buffer(db, package.site, sum(f.size_bytes for f in files))
-    algorithm = buffer.settings.get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
     started = time.monotonic()
-    try:
-        archive = write_archive(Path(buffer.root_path), package.relative_path, members, algorithm)
-    except MemberChangedError as error:
-        raise ItemFault(f"source file changed or missing: {error}") from error
-    except safefs.UnsafePathError as error:
-        raise ItemFault(f"refused: {error}") from error
+    archive, buffer = _write_to_a_buffer(db, package, members, archive_size((m.arcname, m.size) for m in members))
     metrics.throughput(
         "packaging",
-        {"site": package.site, "location": buffer.name, "checksum_algorithm": algorithm},
+        {"site": package.site, "location": buffer.name, "checksum_algorithm": checksums.parse(archive.checksum)[0]},
         archive.size,
         time.monotonic() - started,
         files=len(files),
@@ -209,14 +201,40 @@ def common_directory(paths: Iterable[str]) -> str:
     return "/".join(common) or "."
 
 
-def choose_buffer(db: OpsDb, site: str, size: int) -> BufferRow:
-    """Return the site's preferred active buffer with room for ``size`` more bytes.
+def _write_to_a_buffer(
+    db: OpsDb, package: PackageRow, members: list[Member], size: int
+) -> tuple[WrittenArchive, BufferRow]:
+    """Write the package's tar into the site's first active buffer with room for it.
 
-    Buffers are tried in priority order; one is skipped when its free space after the
-    write would fall below its ``min_free_space`` setting (or it is not mounted).
+    A buffer that turns out full while writing (ENOSPC) is left for the next one; with no
+    buffer left the package waits (ItemWaits): PENDING with the reason, the others go on.
+    """
+    buffers, reasons = buffers_with_room(db, package.site, size)
+    for buffer in buffers:
+        algorithm = buffer.settings.get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
+        try:
+            return write_archive(Path(buffer.root_path), package.relative_path, members, algorithm), buffer
+        except MemberChangedError as error:
+            raise ItemFault(f"source file changed or missing: {error}") from error
+        except safefs.UnsafePathError as error:
+            raise ItemFault(f"refused: {error}") from error
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            reasons.append(f"{package.site}/{buffer.name}: filled up while writing")
+            log.warning("buffer %s/%s is full; package %s goes to the next buffer", package.site, buffer.name,
+                        package.name)  # fmt: skip
+    raise ItemWaits(f"no active buffer at site {package.site} has room for {size} bytes: " + "; ".join(reasons))
+
+
+def buffers_with_room(db: OpsDb, site: str, size: int) -> tuple[list[BufferRow], list[str]]:
+    """The site's active buffers with room for ``size`` more bytes (priority order), and why the others lack it.
+
+    A buffer has room when its free space after the write stays at or above its
+    ``min_free_space`` setting; one that is not mounted has none.
     """
     site_id = db.fetch_value("site_id", short_name=site)
-    reasons = []
+    roomy, reasons = [], []
     for buffer in db.fetch_all("active_buffers_of_site", site_id=site_id):
         root = Path(buffer.root_path)
         reserve = buffer.settings.get("min_free_space", 0)
@@ -228,5 +246,7 @@ def choose_buffer(db: OpsDb, site: str, size: int) -> BufferRow:
         if free - size < reserve:
             reasons.append(f"{site}/{buffer.name}: {free} bytes free, needs {size} + reserve {reserve}")
             continue
-        return buffer
-    raise NoBufferError(f"no active buffer at site {site} can take {size} bytes: " + "; ".join(reasons or ["none"]))
+        roomy.append(buffer)
+    if not roomy and not reasons:
+        reasons.append("none is active")
+    return roomy, reasons

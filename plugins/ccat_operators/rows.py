@@ -335,6 +335,7 @@ class ScheduledDeletionRow:
     id: int
     status: str
     path: str
+    checksum: str | None
     raw_data_package_id: int | None
     data_transfer_package_id: int | None
     staging_job_id: int | None
@@ -574,8 +575,98 @@ class ExecutedObsUnitRow:
     end_time: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingRow:
+    """Work that waits or will be tried again, with the reason of its last try."""
+
+    stage: str | None
+    name: str | None
+    reason: str | None
+    since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class InterventionItemRow:
+    """Work of any stage that waits for an operator, named as ``ccat retry <kind> <id>`` names it."""
+
+    kind: str
+    id: int
+    name: str
+    reason: str | None
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCopyRow:
+    """A copy at a location, as the audit checks it (``due``: to be re-read this run)."""
+
+    id: int
+    status: str
+    path: str
+    checksum: str | None
+    raw_data_package_id: int | None
+    data_transfer_package_id: int | None
+    package_size: int | None
+    bundle_size: int | None
+    name: str | None
+    due: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRow:
+    """An open audit finding."""
+
+    id: int
+    location: str | None
+    kind: str
+    path: str
+    detail: str | None
+    repair: str | None
+    found_at: datetime
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveTransferIntoRow:
+    """The archive transfer of a package into one archive, with its origin buffer."""
+
+    id: int
+    status: str
+    origin_location_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferIntoRow:
+    """The transfer that brought a bundle to a location, and whether its origin still has the bundle."""
+
+    id: int
+    status: str
+    unpack_status: str
+    origin_has_bundle: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class PackageForRepairRow:
+    """A package as a repair needs it."""
+
+    id: int
+    name: str
+    relative_path: str
+    size_bytes: int | None
+    checksum: str | None
+    data_transfer_package_id: int | None
+    archived_at: datetime | None
+
+
 #: The record of every named query that returns more than one column.
 QUERY_RECORDS: dict[str, type] = {
+    "audit_live_copies": AuditCopyRow,
+    "audit_broken_copies": AuditCopyRow,
+    "open_audit_findings": FindingRow,
+    "archive_transfer_into": ArchiveTransferIntoRow,
+    "transfer_into": TransferIntoRow,
+    "package_for_repair": PackageForRepairRow,
+    "work_waiting": WaitingRow,
     "data_location_by_id": LocationRow,
     "data_location_by_key": LocationRow,
     "data_locations": TopologyLocationRow,
@@ -589,6 +680,7 @@ QUERY_RECORDS: dict[str, type] = {
     "archive_copies_of_package": ArchiveCopyRow,
     "archive_transfers_needing_intervention": InterventionRow,
     "bundle_copy_at": CopyStateRow,
+    "package_copy_at": CopyStateRow,
     "lock_physical_copy": CopyStateRow,
     "claim_pending_data_transfer_packages": WorkItemRow,
     "claim_pending_raw_data_packages": WorkItemRow,
@@ -635,4 +727,5 @@ QUERY_RECORDS: dict[str, type] = {
     "upsert_site": UpsertedRow,
     "upsert_telescope": UpsertedRow,
     "upsert_executed_obs_unit": ExecutedObsUnitRow,
+    "work_needing_intervention": InterventionItemRow,
 }

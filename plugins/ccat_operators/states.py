@@ -51,6 +51,10 @@ class PhysicalCopyStatus(StrEnum):
     DELETION_POSSIBLE = "DELETION_POSSIBLE"
     DELETED = "DELETED"
     DELETION_FAILED = "DELETION_FAILED"
+    #: Found by the audit: recorded here, but absent from storage.
+    LOST = "LOST"
+    #: Found by the audit: present, but not the recorded bytes (size or checksum).
+    CORRUPT = "CORRUPT"
 
 
 class LocationType(StrEnum):
@@ -105,6 +109,7 @@ _PRESENT, _STAGED = PhysicalCopyStatus.PRESENT, PhysicalCopyStatus.STAGED
 _SCHEDULED, _DELETING = PhysicalCopyStatus.DELETION_SCHEDULED, PhysicalCopyStatus.DELETION_IN_PROGRESS
 _POSSIBLE, _DELETED = PhysicalCopyStatus.DELETION_POSSIBLE, PhysicalCopyStatus.DELETED
 _DELETION_FAILED = PhysicalCopyStatus.DELETION_FAILED
+_LOST, _CORRUPT = PhysicalCopyStatus.LOST, PhysicalCopyStatus.CORRUPT
 
 #: Moves of a physical copy: scheduled for deletion (and unscheduled when the rules no
 #: longer allow it), deleted under its lease; a copy written and verified again at the
@@ -125,6 +130,15 @@ COPY_MOVES: frozenset[tuple[str, str]] = frozenset(
         (_DELETED, _STAGED),
         (_DELETION_FAILED, _PRESENT),
         (_DELETION_FAILED, _STAGED),
+        # The audit finds a copy gone or damaged; a repair writes and verifies it again.
+        (_PRESENT, _LOST),
+        (_PRESENT, _CORRUPT),
+        (_STAGED, _LOST),
+        (_STAGED, _CORRUPT),
+        (_LOST, _PRESENT),
+        (_CORRUPT, _PRESENT),
+        (_LOST, _STAGED),
+        (_CORRUPT, _STAGED),
     }
 )
 
@@ -156,13 +170,18 @@ class StatusColumn:
 
 PACKAGE = StatusColumn("raw_data_package", "status", Status, WORK_MOVES, lease="raw_data_package")
 BUNDLE = StatusColumn("data_transfer_package", "status", Status, WORK_MOVES, lease="data_transfer_package")
-#: A transfer whose arrived bundle turned out damaged at unpacking is sent again.
-TRANSFER = StatusColumn("data_transfer", "status", Status, WORK_MOVES | {(_C, _P)}, lease="data_transfer")
+#: Completed work done again: a transfer whose arrived bundle turned out damaged (at
+#: unpacking, or later by the audit), and the unpack of such a bundle; an archive transfer
+#: whose archived object the audit found lost or corrupt.
+REDO = frozenset({(_C, _P)})
+TRANSFER = StatusColumn("data_transfer", "status", Status, WORK_MOVES | REDO, lease="data_transfer")
 UNPACK = StatusColumn(
-    "data_transfer", "unpack_status", Status, WORK_MOVES, lease="unpack",
+    "data_transfer", "unpack_status", Status, WORK_MOVES | REDO, lease="unpack",
     changed_at="unpack_status_changed_at", reason="unpack_failure_reason",
 )  # fmt: skip
-ARCHIVE = StatusColumn("long_term_archive_transfer", "status", Status, WORK_MOVES, lease="long_term_archive_transfer")
+ARCHIVE = StatusColumn(
+    "long_term_archive_transfer", "status", Status, WORK_MOVES | REDO, lease="long_term_archive_transfer"
+)
 STAGING_JOB = StatusColumn("staging_job", "status", Status, WORK_MOVES, lease="staging_job")
 #: One package of a staging job, staged under the job's lease; a failed one is tried again.
 STAGING_PACKAGE = StatusColumn(
@@ -190,6 +209,8 @@ STATUS_QUERIES = frozenset(
         "set_staging_job_package_status",
         "clear_archive_intervention",
         "redeliver_transfer",
+        "retry_unpack",
+        "resend_transfer",
     }
 )
 
@@ -238,10 +259,13 @@ def start(db: OpsDb, column: StatusColumn, row_id: int, retry_failed: bool = Fal
     return status_of(db, column, row_id) == _I
 
 
-def claim(db: OpsDb, column: StatusColumn, **params: Any) -> list[WorkItemRow]:
-    """Claim PENDING work (-> SCHEDULED, ``FOR UPDATE SKIP LOCKED``) of a packaging or bundling location."""
+def claim(db: OpsDb, column: StatusColumn, exclude: Iterable[int] = (), **params: Any) -> list[WorkItemRow]:
+    """Claim PENDING work (-> SCHEDULED, ``FOR UPDATE SKIP LOCKED``) of a packaging or bundling location.
+
+    ``exclude``: items not to claim again (those that already waited in this run).
+    """
     queries = {PACKAGE: "claim_pending_raw_data_packages", BUNDLE: "claim_pending_data_transfer_packages"}
-    return db.fetch_all(queries[column], **params)
+    return db.fetch_all(queries[column], exclude=list(exclude), **params)
 
 
 @contextmanager
@@ -260,6 +284,11 @@ def redeliver(db: OpsDb, transfer_id: int, reason: str) -> int | None:
     its unpack IN_PROGRESS.
     """
     return db.fetch_value("redeliver_transfer", id=transfer_id, reason=reason)
+
+
+def resend(db: OpsDb, transfer_id: int, reason: str) -> bool:
+    """Send a COMPLETED transfer again, and unpack it again: what it delivered was found lost or corrupt."""
+    return db.fetch_value("resend_transfer", id=transfer_id, reason=reason) is not None
 
 
 def clear_archive_intervention(db: OpsDb, transfer_id: int) -> bool:
@@ -313,3 +342,52 @@ def discard_copy(db: OpsDb, copy_id: int, reason: str) -> None:
     for expected, new in ((_PRESENT, _SCHEDULED), (_SCHEDULED, _DELETING)):
         move(db, COPY, copy_id, expected, new)
     move(db, COPY, copy_id, _DELETING, _DELETED, reason)
+
+
+# An operator's retry --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retry:
+    """What :func:`retry` found and did with one item.
+
+    ``found`` is the item's status as found (None: there is no such row); ``retried``: it
+    is PENDING again; ``busy``: a live worker holds its lease, and it was left alone.
+    """
+
+    found: str | None
+    retried: bool = False
+    busy: bool = False
+
+
+def retry(db: OpsDb, column: StatusColumn, row_id: int) -> Retry:
+    """An operator hands a FAILED work item back to its stage: FAILED -> PENDING, under its lease.
+
+    The lease is taken first: an item a live worker holds (a try still running) is left
+    alone. Its failure reason is cleared, and what made its stage give up starts again:
+    an archive transfer's counted ``attempts`` (also one out of tries but not FAILED, see
+    ``requires_intervention``), a transfer's counted ``faults``, an unpack's ``redeliveries``. A staging job's FAILED
+    packages go back to PENDING with it. Anything not FAILED is left as it is. Everything
+    that waits on the item (bundling on a package, routing on a bundle, the legs that
+    depend on a transfer, archiving on an unpack) proceeds once its stage has done it.
+    """
+    if column not in WORK_COLUMNS:
+        raise ValueError(f"{column} is not a work item an operator retries")
+    with lease(db, column, row_id) as mine:
+        found = status_of(db, column, row_id)
+        if found is None or not mine:
+            return Retry(found, busy=found is not None)
+        with db.transaction():
+            if column is ARCHIVE:
+                retried = clear_archive_intervention(db, row_id)
+            elif column is UNPACK:
+                retried = db.fetch_value("retry_unpack", id=row_id) is not None
+            else:
+                retried = move(db, column, row_id, _F, _P)
+            if retried and column is TRANSFER:
+                db.fetch_value("reset_transfer_faults", id=row_id)
+            if retried and column is STAGING_JOB:
+                for package in db.fetch_all("staging_job_packages", job_id=row_id):
+                    if package.status == _F:
+                        set_staging_package(db, row_id, package.id, _P)
+        return Retry(found, retried)

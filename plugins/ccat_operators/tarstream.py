@@ -78,6 +78,23 @@ def part_path(final: Path) -> Path:
     return final.with_name(final.name + safefs.PART_SUFFIX)
 
 
+def archive_size(members: Iterable[tuple[str, int]]) -> int:
+    """The exact size of the tar :func:`write_archive` makes of members ``(arcname, size)``.
+
+    Headers (with a pax header where the name or size needs one), padding to 512-byte
+    blocks, the end-of-archive blocks and the padding to a 10 KiB record: what a buffer
+    must have room for, not just the sum of the file sizes.
+    """
+    total = 0
+    for arcname, size in members:
+        info = tarfile.TarInfo(arcname)
+        info.size = size
+        total += len(info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"))
+        total += size + (-size % BLOCK)
+    total += 2 * BLOCK
+    return total + (-total % RECORD)
+
+
 def _header(member: Member, stat: os.stat_result) -> bytes:
     info = tarfile.TarInfo(member.arcname)
     info.size = member.size

@@ -104,6 +104,12 @@ def _word(value: Any) -> str:
     return value
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 CHECKSUM_ALGORITHMS = ("sha256", "xxh3_128")
 
 #: Per-location stage settings: name -> (parser, default).
@@ -115,6 +121,9 @@ SETTINGS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "checksum_algorithm": (_one_of(CHECKSUM_ALGORITHMS), "sha256"),
     "transfer_method": (_one_of(tuple(m.value for m in TransferMethod)), "rsync"),
     "ssh_conn_id": (_word, None),
+    "audit_period": (_duration, 30 * 86400),
+    "audit_dark_grace": (_duration, 86400),
+    "audit_full_read": (_flag, False),
 }
 #: The location types whose stages read each setting; elsewhere it would be silently
 #: ignored, so it is refused (``bundle_size_limit`` on a SOURCE is a mistake, not a no-op).
@@ -126,6 +135,10 @@ SETTING_LOCATION_TYPES: dict[str, tuple[LocationType, ...]] = {
     "checksum_algorithm": (LocationType.SOURCE, LocationType.BUFFER),  # filing; package and bundle tars
     "transfer_method": (LocationType.BUFFER,),  # legs leaving this buffer without a route
     "ssh_conn_id": (LocationType.BUFFER,),  # legs arriving at this buffer
+    # the audit: every copy re-read within audit_period; unknown files older than the grace are dark
+    "audit_period": tuple(LocationType),
+    "audit_dark_grace": tuple(LocationType),
+    "audit_full_read": (LocationType.LONG_TERM_ARCHIVE,),  # S3: read whole objects, not just HEAD
 }
 
 
@@ -145,12 +158,6 @@ def _window(value: Any) -> int | str:
     if isinstance(value, str) and _WINDOW.match(value):
         return value
     raise ValueError(f"expected a window size such as 8M, 512K or 1048576, got {value!r}")
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
 
 
 def _timeout(value: Any) -> int:

@@ -8,7 +8,9 @@
 3. if the destination already holds the bundle under its final name with the right
    size and checksum (an earlier try got that far), finish without sending;
 4. otherwise send to ``<name>.tar.part`` (resuming what an earlier try left), check
-   size and checksum *at the destination*, rename to the final name;
+   size and checksum *at the destination*, rename to the final name; a copy that fails
+   because the destination is full removes its ``.part`` (it would only keep the disk
+   full), while a killed, timed-out or dropped copy keeps it for the next try to resume;
 5. record the bundle's copy at the destination and COMPLETED.
 
 Nothing is written through a link: the destination directory is checked (and created)
@@ -29,7 +31,8 @@ from pathlib import Path, PurePosixPath
 
 from ccat_operators import checksums, metrics, safefs, states
 from ccat_operators.bundling import bundle_path
-from ccat_operators.hooks.transfer import TransferHook
+from ccat_operators.faults import ItemFault
+from ccat_operators.hooks.transfer import DestinationFullError, TransferHook
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.rows import TransferRow
 from ccat_operators.states import Status
@@ -38,9 +41,11 @@ from ccat_operators.tarstream import part_path
 log = logging.getLogger(__name__)
 
 LOG_DIRECTORY = ".ccat/transfer_logs"
+#: Tries of a bundle that arrived wrong (size or checksum at the destination) before FAILED.
+MAX_FAULTS = 3
 
 
-class TransferVerificationError(RuntimeError):
+class TransferVerificationError(ItemFault):
     """What arrived at the destination is not what was sent."""
 
 
@@ -56,12 +61,10 @@ def hook_for(transfer: TransferRow) -> TransferHook:
     return TransferHook(transfer.method, ssh_conn_id=conn_id, settings=transfer.route_settings or {})
 
 
-def send_transfer(
-    db: OpsDb, transfer_id: int, last_try: bool, hook_factory: Callable[[TransferRow], TransferHook] = hook_for
-) -> str:
+def send_transfer(db: OpsDb, transfer_id: int, hook_factory: Callable[[TransferRow], TransferHook] = hook_for) -> str:
     """Run one try of a DataTransfer; return what happened (``sent``, ``present``, ``done``, ``busy``).
 
-    Raises on failure after recording it (PENDING for a retry, FAILED if ``last_try``).
+    Raises on failure after recording it (see :func:`_record_failure`).
     """
     with states.lease(db, states.TRANSFER, transfer_id) as mine:
         if not mine:
@@ -88,13 +91,31 @@ def send_transfer(
                 outcome = _send_and_verify(db, transfer, hook_factory(transfer), log_file)
         except Exception as error:
             db.execute("finish_data_transfer_log", transfer_id=transfer_id, attempt=attempt, succeeded=False)
-            # A link in the destination path does not go away by retrying: fail at once.
-            new = Status.FAILED if last_try or isinstance(error, safefs.UnsafePathError) else Status.PENDING
-            states.move(db, states.TRANSFER, transfer_id, Status.IN_PROGRESS, new, f"attempt {attempt}: {error}")
+            new = _record_failure(db, transfer_id, attempt, error)
             log.error("transfer %s attempt %s failed (%s): %s; log %s", transfer_id, attempt, new, error, log_path)
             raise
         db.execute("finish_data_transfer_log", transfer_id=transfer_id, attempt=attempt, succeeded=True)
         return outcome
+
+
+def _record_failure(db: OpsDb, transfer_id: int, attempt: int, error: Exception) -> Status:
+    """Back to PENDING, or FAILED: at once for a link in the destination path (retrying cannot
+    help), after ``MAX_FAULTS`` tries for a bundle that arrives wrong. Faults of the
+    infrastructure (the network, ssh, a full disk, a killed copy, a route to configure)
+    never count: the transfer stays PENDING and the next run tries again.
+    """
+    reason = f"attempt {attempt}: {error}"
+    if isinstance(error, safefs.UnsafePathError):
+        new = Status.FAILED
+    elif isinstance(error, ItemFault):
+        faults = db.fetch_value("record_transfer_fault", id=transfer_id)
+        new = Status.FAILED if faults >= MAX_FAULTS else Status.PENDING
+        reason = f"{reason} (fault {faults} of {MAX_FAULTS})"
+    else:
+        new = Status.PENDING
+        reason = f"{reason} (not counted: not the bundle's fault)"
+    states.move(db, states.TRANSFER, transfer_id, Status.IN_PROGRESS, new, reason)
+    return new
 
 
 def _send_and_verify(db: OpsDb, transfer: TransferRow, hook: TransferHook, log_file) -> str:
@@ -107,7 +128,11 @@ def _send_and_verify(db: OpsDb, transfer: TransferRow, hook: TransferHook, log_f
     hook.guard(transfer.destination_root, str(PurePosixPath(relative).parent), log_file)
     if not _verified(hook, final, transfer, algorithm, log_file):
         outcome = "sent"
-        hook.send(Path(transfer.origin_root) / relative, part, log_file)
+        try:
+            hook.send(Path(transfer.origin_root) / relative, part, log_file)
+        except DestinationFullError as error:
+            _remove_part_of_full_destination(hook, part, error, log_file)
+            raise
         if not _verified(hook, part, transfer, algorithm, log_file):
             hook.remove(part)
             raise TransferVerificationError(
@@ -138,6 +163,18 @@ def _send_and_verify(db: OpsDb, transfer: TransferRow, hook: TransferHook, log_f
     log_file.write(f"{outcome}: {transfer.bundle} verified at the destination ({transfer.checksum})\n")
     log.info("transfer %s: %s %s in %.1f s", transfer.id, outcome, transfer.bundle, seconds)
     return outcome
+
+
+def _remove_part_of_full_destination(hook: TransferHook, part: str, error: DestinationFullError, log_file) -> None:
+    """Remove the ``.part`` a copy into a full destination left: it holds the room others need."""
+    try:
+        hook.remove(part)
+    except Exception as cleanup_error:  # the failed copy stays what is raised; the next full try removes it
+        log_file.write(f"{part}: the destination is full, and the partial copy could not be removed: {cleanup_error}\n")
+        error.add_note(f"the partial copy {part} could not be removed: {cleanup_error}")
+        return
+    log_file.write(f"{part}: the destination is full; the partial copy was removed\n")
+    error.add_note(f"the partial copy {part} was removed")
 
 
 def _verified(hook: TransferHook, path: str, transfer: TransferRow, algorithm: str, log_file) -> bool:

@@ -10,6 +10,7 @@ means; this loop owns everything that must be the same for all of them:
 3. that record and the move to COMPLETED happen in one transaction;
 4. an :class:`ItemFault` ends the item (by default FAILED with the reason; a stage may
    decide otherwise, e.g. count it or send it again) and the loop goes on with the rest;
+   an :class:`ItemWaits` puts it back to PENDING with the reason, and the loop goes on;
 5. any other error is the infrastructure's: the item, and every claimed item not yet
    started, go back to PENDING with the reason, and the error is raised so the task
    retries.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ccat_operators import states
-from ccat_operators.faults import ItemFault
+from ccat_operators.faults import ItemFault, ItemWaits
 from ccat_operators.states import Status, StatusColumn
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class WorkResult:
     completed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     reclaimed: list[str] = field(default_factory=list)
+    #: Items that could not go on now (ItemWaits): PENDING again, with the reason.
+    waiting: dict[str, str] = field(default_factory=dict)
     #: The item at which an error of the infrastructure stopped the run (it is PENDING again).
     interrupted: str | None = None
 
@@ -85,6 +88,11 @@ def run(
                         raise RuntimeError(f"{column.table} {row.name} left IN_PROGRESS while it was worked on")
             except ItemFault as fault:
                 on_fault(db, column, row, fault, result)
+                continue
+            except ItemWaits as wait:
+                states.move(db, column, row.id, Status.IN_PROGRESS, Status.PENDING, f"waiting: {wait}")
+                log.warning("%s %s waits: %s", column.table, row.name, wait)
+                result.waiting[row.name] = str(wait)
                 continue
             except BaseException as error:
                 states.move(db, column, row.id, Status.IN_PROGRESS, Status.PENDING, f"interrupted ({error})")

@@ -4,6 +4,7 @@ WITH claimable AS (
     FROM data_transfer_package
     WHERE origin_location_id = %(location_id)s
       AND status = 'PENDING'
+      AND NOT (id = ANY (%(exclude)s::bigint[]))
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -5,6 +5,7 @@ WITH claimable AS (
     FROM raw_data_package
     WHERE source_location_id = %(location_id)s
       AND status = 'PENDING'
+      AND NOT (id = ANY (%(exclude)s::bigint[]))
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

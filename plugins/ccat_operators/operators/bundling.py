@@ -29,4 +29,4 @@ class DataTransferPackageWriteOperator(LocationOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         result = bundling.write_bundles(self.hook.ops_db, self.active_location())
         self.log.info("%s: %d bundle(s) written", self.location, len(result.completed))
-        return raise_for_failures("bundle", result)
+        return raise_for_failures("bundle", result, self.log)

@@ -23,6 +23,25 @@ class MeasureDiskUsageOperator(LocationOperator):
         return usage
 
 
+class SweepStaleUploadsOperator(LocationOperator):
+    """Abort incomplete multipart uploads in ``location``'s S3 bucket (under its prefix) older than the grace period.
+
+    :param older_than_hours: the grace period (templated); uploads initiated more
+        recently are left alone, whoever started them.
+    """
+
+    template_fields = ("location", "older_than_hours")
+
+    def __init__(self, *, older_than_hours: float = monitoring.STALE_UPLOAD_GRACE / timedelta(hours=1),
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(**kwargs)
+        self.older_than_hours = older_than_hours
+
+    def execute(self, context: Context) -> list[str]:
+        grace = timedelta(hours=float(self.older_than_hours))
+        return monitoring.sweep_stale_uploads(self.active_location(context), grace)
+
+
 class SweepStuckWorkOperator(OpsDbOperator):
     """Return work abandoned IN_PROGRESS for longer than ``older_than_minutes`` to PENDING."""
 

@@ -7,17 +7,22 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from ccat_operators import packaging
+from ccat_operators import packaging, work
 from ccat_operators.operators.base import LocationOperator
 
 
-def raise_for_failures(kind: str, result: packaging.WriteResult) -> dict[str, Any]:
+def raise_for_failures(kind: str, result: work.WorkResult, log) -> dict[str, Any]:
     """Return the XCom summary, or fail the task (no retry) naming every failed item.
 
     Failed items are FAILED in ops-db with their reason; the others completed. Retrying
-    the task cannot fix a missing or changed file, so it fails without retries.
+    the task cannot fix a missing or changed file, so it fails without retries. Items
+    that wait (no buffer has room) are logged; they are PENDING with the reason, shown by
+    ``ccat status``, and go on by themselves once there is room.
     """
-    summary = {"completed": len(result.completed), "failed": len(result.failed), "reclaimed": len(result.reclaimed)}
+    summary = {"completed": len(result.completed), "failed": len(result.failed), "reclaimed": len(result.reclaimed),
+               "waiting": len(result.waiting)}  # fmt: skip
+    for name, reason in result.waiting.items():
+        log.warning("%s %s waits: %s", kind, name, reason)
     if result.failed:
         details = "; ".join(f"{name}: {reason}" for name, reason in result.failed.items())
         raise AirflowFailException(
@@ -47,4 +52,4 @@ class RawDataPackageWriteOperator(LocationOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         result = packaging.write_packages(self.hook.ops_db, self.active_location())
         self.log.info("%s: %d package(s) written", self.location, len(result.completed))
-        return raise_for_failures("package", result)
+        return raise_for_failures("package", result, self.log)

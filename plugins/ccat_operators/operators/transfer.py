@@ -67,10 +67,9 @@ class SendTransferOperator(LocationOperator):
         self.transfer_hook: TransferHook | None = None  # the running try's hook, for on_kill
 
     def execute(self, context: Context) -> str:
-        last_try = context["ti"].try_number > self.retries
         try:
             outcome = transfer.send_transfer(
-                self.hook.ops_db, int(self.transfer_id), last_try=last_try, hook_factory=self._transfer_hook_for
+                self.hook.ops_db, int(self.transfer_id), hook_factory=self._transfer_hook_for
             )
         except (InvalidRouteError, safefs.UnsafePathError) as error:
             raise AirflowFailException(str(error)) from error
