@@ -109,11 +109,19 @@ ARCHIVE = Location("cologne", "lta")
 QUERY_PARAMS: dict[str, dict[str, object]] = {
     # Packaging: files at the SOURCE location, and the packages made of them.
     "claim_unpackaged_files": {"location_id": SOURCE, "limit": 1000},  # packaging.PLAN_BATCH = 50,000
-    "claim_pending_raw_data_packages": {"location_id": SOURCE, "limit": 1000},  # packaging.CLAIM_BATCH = 20
+    "claim_pending_raw_data_packages": {
+        "location_id": SOURCE,
+        "exclude": [],
+        "limit": 1000,
+    },  # packaging.CLAIM_BATCH = 20
     "find_unfinished_raw_data_packages": {"location_id": SOURCE, "limit": 1000},  # reclaim_abandoned: 10,000
     # Bundling: packages at the SOURCE site's BUFFER, and the bundles made of them.
     "claim_unbundled_packages": {"location_id": SOURCE_BUFFER, "limit": 1000},  # bundling.PLAN_BATCH = 100,000
-    "claim_pending_data_transfer_packages": {"location_id": SOURCE_BUFFER, "limit": 1000},  # bundling.CLAIM_BATCH = 5
+    "claim_pending_data_transfer_packages": {
+        "location_id": SOURCE_BUFFER,
+        "exclude": [],
+        "limit": 1000,
+    },  # bundling.CLAIM_BATCH = 5
     "find_unfinished_data_transfer_packages": {"location_id": SOURCE_BUFFER, "limit": 1000},  # 10,000
     # Routing, transfer and unpacking of bundles.
     "claim_unrouted_bundles": {"location_id": SOURCE_BUFFER, "limit": 1000},  # routing.ROUTE_BATCH = 500

@@ -100,7 +100,7 @@ def run_batch(db: OpsDb, timings: dict[str, float]) -> None:
 
     def send() -> None:
         for transfer_id in routing.route_bundles(db, buffer):
-            transfer.send_transfer(db, transfer_id, last_try=True)
+            transfer.send_transfer(db, transfer_id)
 
     timed("transfer", send)
     timed("unpack", lambda: unpack_arrived(db, destination))
