@@ -153,7 +153,6 @@ QUERY_PARAMS: dict[str, dict[str, object]] = {
         "older_than": "1 hour",
         "limit": 1000,
     },
-    "find_stuck_unpacks": {"older_than": "1 hour", "limit": 1000},
     # Announcements: what packaging (the largest table) finished in the last hour.
     "count_stage_output_since": {"stage": "packaging", "since": datetime.now(UTC) - timedelta(hours=1)},
 }

@@ -34,10 +34,10 @@ from ccat_operators.tarstream import Member, write_archive
 OURS = """
 import json, sys
 from pathlib import Path
+from types import SimpleNamespace
 from ccat_operators.unpacking import extract_bundle
 bundle, checksum, packages, root = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), Path(sys.argv[4])
-for part in extract_bundle(Path(bundle), checksum, packages, root).parts:
-    part.rename(part.with_name(part.name.removesuffix(".part")))
+extract_bundle(Path(bundle), checksum, [SimpleNamespace(**p) for p in packages], root).publish()
 """
 
 BASELINE_HASH = """

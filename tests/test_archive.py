@@ -70,6 +70,8 @@ def test_server_refuses_a_wrong_checksum(ops_db: OpsDb, world, s3_server: LocalS
     assert s3.head(client, bucket, "single.tar") is None
 
     monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)
+
+    monkeypatch.setattr(archive, "SINGLE_PUT_LIMIT", 1000)
     monkeypatch.setattr(archive, "MIN_PART_SIZE", 5 * 2**20)
     big = tmp_path / "big.tar"
     big.write_bytes(bytes(range(256)) * 50_000)
@@ -215,7 +217,7 @@ def _upload_until_killed(endpoint: str, access_key: str, secret_key: str, bucket
     """An archive try's upload in a process of its own, in 1 KiB parts read from ``source`` (a FIFO)."""
     import boto3
 
-    archive.MULTIPART_THRESHOLD, archive.MIN_PART_SIZE = 0, 1024
+    archive.MULTIPART_THRESHOLD, archive.SINGLE_PUT_LIMIT, archive.MIN_PART_SIZE = 0, 0, 1024
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
                           aws_secret_access_key=secret_key, region_name="us-east-1")  # fmt: skip
     archive.upload(client, bucket, key, Path(source), size, checksum)
@@ -263,6 +265,8 @@ def test_the_next_try_aborts_what_a_killed_upload_left_and_archives_the_package(
     assert s3.head(client, location.s3_bucket, key) is None
 
     monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)  # every package in parts, as big ones are
+
+    monkeypatch.setattr(archive, "SINGLE_PUT_LIMIT", 1000)
     monkeypatch.setattr(archive, "MIN_PART_SIZE", 5 * 2**20)
     result = archive.archive_pending(ops_db, location)
     assert result.failed == {} and package["name"] in result.completed
@@ -281,6 +285,7 @@ def test_a_failed_abort_leaves_the_upload_to_the_next_try_and_keeps_the_packages
     client = s3_server.client()
     s3.ensure_bucket(client, bucket)
     monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(archive, "SINGLE_PUT_LIMIT", 1000)
     monkeypatch.setattr(archive, "MIN_PART_SIZE", 5 * 2**20)
     big = tmp_path / "big.tar"
     big.write_bytes(bytes(range(256)) * 40_000)
@@ -311,6 +316,7 @@ def test_credentials_that_may_not_list_uploads_do_not_stop_the_archive(
     client = s3_server.client()
     s3.ensure_bucket(client, bucket)
     monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 1000)
+    monkeypatch.setattr(archive, "SINGLE_PUT_LIMIT", 1000)
     big = tmp_path / "big.tar"
     big.write_bytes(bytes(range(256)) * 40_000)
     checksum = "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()

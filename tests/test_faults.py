@@ -45,6 +45,7 @@ def world(ops_db: OpsDb, data_root: Path, tmp_path: Path, s3_server, monkeypatch
                         (json.dumps({"audit_period": 0}),))  # fmt: skip
     ops_db.conn.execute("UPDATE retention_policy SET retention_period = '0 seconds'")
     monkeypatch.setattr(archive, "MULTIPART_THRESHOLD", 6 * 2**20)
+    monkeypatch.setattr(archive, "SINGLE_PUT_LIMIT", 6 * 2**20)
     monkeypatch.setattr(archive, "MIN_PART_SIZE", 5 * 2**20)
     return ops_db
 
@@ -70,7 +71,8 @@ def stage_in_a_process(script: str, db_url: str, env: dict | None = None, **kwar
         import sys
         from ccat_operators import archive, packaging
         from ccat_operators.opsdb import OpsDb
-        archive.MULTIPART_THRESHOLD, archive.MIN_PART_SIZE = 6 * 2**20, 5 * 2**20
+        archive.MULTIPART_THRESHOLD = archive.SINGLE_PUT_LIMIT = 6 * 2**20
+        archive.MIN_PART_SIZE = 5 * 2**20
         with OpsDb.connect(sys.argv[1]) as db:
             location = lambda key: db.fetch_one("data_location_by_key", site=key.split("/")[0], name=key.split("/")[1])
         """

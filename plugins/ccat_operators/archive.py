@@ -6,8 +6,11 @@ Object keys are stable and documented: ``<prefix>raw_data_packages/<instrument>/
 
 Uploads make the server verify what it stores:
 
-- up to ``MULTIPART_THRESHOLD`` a single PUT with ``ChecksumSHA256`` (for sha256
-  packages the recorded checksum itself, so a byte changed anywhere is refused);
+- a sha256 package up to ``SINGLE_PUT_LIMIT`` (5 GiB, S3's largest PUT): one PUT
+  streamed from the buffer file with the recorded checksum as ``ChecksumSHA256``; the
+  client hashes nothing and the server refuses the object if a byte changed anywhere;
+- other packages up to ``MULTIPART_THRESHOLD``: a single PUT with ``ChecksumSHA256``
+  computed here, after checking the file against its recorded checksum;
 - above it a multipart upload with a ``ChecksumSHA256`` per part (four parts in flight),
   while the whole-file checksum is computed in the same pass and compared with the
   recorded one before the upload is completed (otherwise it is aborted). Before it
@@ -37,6 +40,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,6 +58,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 MULTIPART_THRESHOLD = 64 * 2**20
+#: S3's largest single PUT: sha256 packages up to it go in one streamed request.
+SINGLE_PUT_LIMIT = 5 * 2**30
 MIN_PART_SIZE = 32 * 2**20
 MAX_PARTS = 9000
 PARALLEL_PARTS = 4
@@ -83,9 +89,22 @@ def is_verified(found: dict[str, Any] | None, size: int, checksum: str, server_c
 
 
 def upload(client, bucket: str, key: str, path: Path, size: int, checksum: str) -> str:
-    """Upload ``path`` so the server verifies it; return the server's ChecksumSHA256 to expect."""
+    """Upload ``path`` so the server verifies it; return the server's ChecksumSHA256 to expect.
+
+    A sha256 package up to ``SINGLE_PUT_LIMIT`` goes in one streamed PUT carrying its
+    recorded checksum: the client hashes nothing (the checksum was verified when the tar
+    was written or unpacked) and the server refuses the object if one byte differs.
+    """
     algorithm, digest = checksums.parse(checksum)
     metadata = {CHECKSUM_METADATA: checksum}
+    if algorithm == "sha256" and size <= SINGLE_PUT_LIMIT:
+        expected = _b64(bytes.fromhex(digest))
+        with open(path, "rb") as stream:
+            if os.fstat(stream.fileno()).st_size != size:
+                raise ArchiveVerificationError(f"{path}: buffer copy is not {size} bytes")
+            client.put_object(Bucket=bucket, Key=key, Body=stream, ContentLength=size, ChecksumSHA256=expected,
+                              Metadata=metadata)  # fmt: skip
+        return expected
     if size <= MULTIPART_THRESHOLD:
         data = path.read_bytes()
         if algorithm == "sha256":

@@ -104,13 +104,6 @@ def _header(member: Member, stat: os.stat_result) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
 
 
-def _write_all(fd: int, data: memoryview | bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 class _Sink:
     """Writes blocks in order while two helper threads hash them.
 
@@ -120,7 +113,7 @@ class _Sink:
     """
 
     def __init__(self, fd: int, algorithm: str) -> None:
-        self.fd = fd
+        self.out = safefs.WriteBehind(fd)
         self.offset = 0
         self.archive_hasher = new_hasher(algorithm)
         self.archive_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-hash")
@@ -135,7 +128,7 @@ class _Sink:
     def emit(self, data: bytes) -> None:
         """Write small metadata (headers, padding) into the archive."""
         self.archive_pool.submit(self.archive_hasher.update, data)
-        _write_all(self.fd, data)
+        self.out.write(data)
         self.offset += len(data)
 
     def copy_member(self, stream, size: int, member_hasher: Hasher, source: Path) -> None:
@@ -155,7 +148,7 @@ class _Sink:
                 self.member_pool.submit(member_hasher.update, view),
                 self.archive_pool.submit(self.archive_hasher.update, view),
             ]
-            _write_all(self.fd, view)
+            self.out.write(view)
             self.offset += read
             remaining -= read
             index = (index + 1) % len(self.buffers)
@@ -270,6 +263,7 @@ class _TarReader:
         return data
 
     def copy_to(self, fd: int, size: int, member_hasher: checksums.Hasher) -> None:
+        out = safefs.WriteBehind(fd)
         remaining, index = size, 0
         while remaining:
             for future in self.in_flight[index]:
@@ -283,8 +277,7 @@ class _TarReader:
                 self.bundle_pool.submit(self.hasher.update, view),
                 self.member_pool.submit(member_hasher.update, view),
             ]
-            while view:
-                view = view[os.write(fd, view) :]
+            out.write(view)
             remaining -= read
             index = (index + 1) % len(self.buffers)
         self.member_pool.submit(lambda: None).result()
