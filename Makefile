@@ -31,6 +31,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml dev/pyproject.toml
 system-deps:
 	scripts/system-deps.sh
 
+# The state of `make demo` and `make up`: $CCAT_STATE_DIR, else .ccat (where `ccat devdb` finds it too).
+# Only what they create there is removed, in case CCAT_STATE_DIR names a directory holding more.
+STATE_DIR := $(or $(CCAT_STATE_DIR),.ccat)
+
 clean:
 	-$(BIN)/ccat devdb stop
-	rm -rf .ccat
+	rm -rf $(addprefix $(STATE_DIR)/,postgres data s3 airflow ui topology.yaml)
+	-[ ! -d $(STATE_DIR) ] || rmdir $(STATE_DIR)

@@ -7,12 +7,12 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators.assets import BUNDLES_TRANSFERRED, BUNDLES_WRITTEN, announcement_doc, hourly_or_when
-from ccat_operators.dag_locations import locations_serving
+from ccat_operators.dag_locations import dag_topology, locations_serving
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import FindTransfersOperator, RouteBundlesOperator, SendTransferOperator
 from ccat_operators.queues import Operation
 from ccat_operators.retries import retry_policy
-from ccat_operators.routing import transfer_pool
+from ccat_operators.routing import transfer_pool, transfer_site_pairs
 
 DOC = """
 ### Transfer
@@ -22,11 +22,12 @@ For every active BUFFER location, on its `..._data_transfer` queue:
 1. **route_bundles** gives each completed bundle its DataTransfers, once: a primary
    leg to one long-term-archive site chosen round-robin, and secondary legs from there to
    every other archive site (route overrides: DIRECT, RELAY, CUSTOM).
-2. per destination site, **find_transfers_to_SITE** lists transfers that can go now and
-   **send_to_SITE** sends each (one mapped task per bundle, labelled with its name) with
-   the route's method (rsync over SSH, bbcp, or local), into a `.part` name, verified by
-   size and checksum *at the destination*, then renamed. Parallel sends per route are
-   limited by the pool `ccat_transfer_<origin>_to_<destination>` (edit its slots under
+2. per site a leg can go to from here (the legs whose pools `ccat pools` lists),
+   **find_transfers_to_SITE** lists transfers that can go now and **send_to_SITE**
+   sends each (one mapped task per bundle, labelled with its name) with the route's
+   method (rsync over SSH, bbcp, or local), into a `.part` name, verified by size and
+   checksum *at the destination*, then renamed. Parallel sends per route are limited by
+   the pool `ccat_transfer_<origin>_to_<destination>` (edit its slots under
    Admin > Pools).
 
 States: DataTransfer **PENDING -> SCHEDULED -> IN_PROGRESS -> COMPLETED**; a failed try
@@ -42,7 +43,8 @@ no `bbcp` binary) fails without retries and says so.
 
 # Every active BUFFER location (an invalid topology file fails this file's import, naming the key).
 BUFFERS = locations_serving(Operation.DATA_TRANSFER)
-SITES_WITH_BUFFERS = sorted({origin.site for origin, _ in BUFFERS})  # a buffer sends and receives
+# (origin site, destination site) of every leg routing can make: the pools `ccat pools` creates.
+LEGS = transfer_site_pairs(dag_topology())
 
 with DAG(
     dag_id="ccat_transfer",
@@ -56,9 +58,7 @@ with DAG(
     for origin, queue in BUFFERS:
         with TaskGroup(group_id=f"{origin.site}_{origin.name}", tooltip=f"transfers from {origin.key}"):
             route = RouteBundlesOperator(task_id="route_bundles", location=origin.key, queue=queue)
-            for destination in SITES_WITH_BUFFERS:
-                if destination == origin.site:
-                    continue
+            for destination in [to for site, to in LEGS if site == origin.site]:
                 find = FindTransfersOperator(
                     task_id=f"find_transfers_to_{destination}",
                     location=origin.key,

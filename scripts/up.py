@@ -1,19 +1,24 @@
-"""`make up`: the Airflow UI on this machine, on the embedded defaults.
+"""`make up`: the Airflow UI on this machine, on the example topology or on ``$CCAT_TOPOLOGY``.
 
-1. starts the private PostgreSQL under .ccat/postgres (ops-db, and Airflow's metadata
-   in database ``airflow_ui``) and SeaweedFS S3 under .ccat/s3, as ``make demo`` does;
-2. migrates ops-db, applies include/topology/ccat.yaml and files the demo's synthetic
+1. checks and adapts the topology file as ``make demo`` does (``$CCAT_TOPOLOGY``, else
+   include/topology/ccat.yaml; one it cannot run on is refused in one line before
+   anything is written), into ``<state>/topology.yaml``, which Airflow's DAGs read;
+2. starts the private PostgreSQL under ``<state>/postgres`` (ops-db, and Airflow's
+   metadata in database ``airflow_ui``) and SeaweedFS S3 under ``<state>/s3``;
+3. migrates ops-db, applies the adapted topology and files the demo's synthetic
    observations (idempotent: a second ``make up`` files nothing new);
-3. runs Airflow (LocalExecutor, FAB auth manager): api-server on
+4. runs Airflow (LocalExecutor, FAB auth manager): api-server on
    http://127.0.0.1:8080 (``CCAT_UI_PORT``), scheduler, dag-processor, triggerer, with
-   the roles of include/auth/roles.yaml and three local users;
-4. unpauses the pipeline DAGs and triggers ccat_packaging: each stage's asset starts the
+   the roles of include/auth/roles.yaml, three local users and the pools of the
+   topology's transfer legs (``ccat pools``);
+5. unpauses the pipeline DAGs and triggers ccat_packaging: each stage's asset starts the
    next, so the observations flow to the archives while you watch.
 
 Log in as ``admin``/``admin``, ``operator``/``operator`` or ``scientist``/``scientist``.
 Ctrl-C stops Airflow and S3; ops-db stays up (``.venv/bin/ccat devdb stop``).
 ``CCAT_STATE_DIR``, ``CCAT_DEMO_PORT``, ``CCAT_DEMO_S3_PORT`` and ``CCAT_UI_PORT`` move the
-state directory and the ports (to run a second copy beside the first).
+state directory (``.ccat`` in the checkout) and the ports (to run a second copy beside the
+first); ``ccat devdb stop`` and ``make clean`` read the same variables.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import signal
 import sys
 import time
 
-import demo  # the demo's embedded settings (environment, set on import), observations and S3 credentials
+import demo  # the demo's settings (environment, set on import), topology adaptation, observations, S3 connections
 
 from ccat_dev.local_airflow import LocalAirflow
 from ccat_dev.s3 import LocalS3
@@ -40,17 +45,18 @@ def stop_on_sigterm(signum: int, frame) -> None:
 
 
 def main() -> int:
+    adapted = demo.prepare()
     demo.step(f"starting PostgreSQL on 127.0.0.1:{demo.PORT} (data in {demo.STATE / 'postgres'})")
     ops_db_url, metadata_url = demo.start_database(metadata_db="airflow_ui")
     metadata_url = metadata_url.replace("postgresql://", "postgresql+psycopg://", 1)
     os.environ["AIRFLOW_CONN_CCAT_OPS_DB"] = ops_db_url
     with OpsDb.connect(ops_db_url) as db:
-        demo.prepare_ops_db(db)
+        demo.prepare_ops_db(db, adapted)
 
     demo.step(f"starting SeaweedFS S3 on 127.0.0.1:{demo.S3_PORT} (objects in {demo.STATE / 's3'})")
     s3 = LocalS3(demo.STATE / "s3", s3_port=demo.S3_PORT)
     s3.start()
-    demo.s3_connections(s3)
+    demo.s3_connections(s3, adapted)
     airflow = LocalAirflow(demo.STATE / "ui", metadata_url, port=UI_PORT)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:

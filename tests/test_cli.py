@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -14,12 +17,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ccat_dev.postgres import LocalPostgres
 from ccat_dev.processes import free_port
-from ccat_operators import opsdb
+from ccat_operators import opsdb, topology
 from ccat_operators.cli import main
 from ccat_operators.opsdb import OpsDb
-from tests.conftest import EXAMPLE_TOPOLOGY
+from ccat_operators.routing import Router, transfer_pool, transfer_site_pairs
+from ccat_operators.rows import UnroutedBundleRow
+from ccat_operators.states import LocationType
+from tests.conftest import EXAMPLE_TOPOLOGY, REPO
 from tests.helpers import write_file
+
+FOREIGN_TOPOLOGY = REPO / "tests" / "foreign_topology.yaml"
 
 CCAT = Path(sys.executable).parent / "ccat"
 UNREACHABLE = "postgresql://ccat@127.0.0.1:9/nowhere"
@@ -274,3 +283,97 @@ def test_the_installed_command_prints_one_line(argv: list[str], message: str) ->
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     assert message in result.stderr
+
+
+# `ccat devdb`: the demo's server, found where `make demo`, `make up` and `make clean` find it ----------
+
+
+def demo_settings(env: dict[str, str]) -> str:
+    """Where scripts/demo.py (and so scripts/up.py, which imports it) puts its server in this environment."""
+    code = "import demo; print(demo.STATE / 'postgres', demo.PORT)"
+    result = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(REPO / "scripts")},
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    return result.stdout.strip()
+
+
+def test_devdb_honours_the_demo_state_dir_and_port(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    state = Path(tempfile.mkdtemp(prefix="ccat-test-devdb-")) / "state"
+    state.parent.chmod(0o755)  # PostgreSQL runs as its own user
+    port = free_port()
+    monkeypatch.setenv("CCAT_STATE_DIR", str(state))
+    monkeypatch.setenv("CCAT_DEMO_PORT", str(port))
+    server = LocalPostgres(state / "postgres", port)
+    try:
+        assert demo_settings(dict(os.environ)) == f"{state / 'postgres'} {port}"
+        assert main(["devdb", "start"]) == 0
+        assert capsys.readouterr().out.strip() == f"postgresql://ccat@127.0.0.1:{port}/ccat_ops_db"
+        assert server.is_running() and (state / "postgres" / "data" / "PG_VERSION").exists()
+        assert main(["devdb", "stop"]) == 0
+        assert not server.is_running()
+
+        # `make clean` stops it wherever it is, and removes what the demo made there.
+        assert main(["devdb", "start"]) == 0
+        (state / "data").mkdir()
+        (state / "topology.yaml").write_text("# the demo's adapted topology\n")
+        cleaned = subprocess.run(["make", "clean"], cwd=REPO, env=dict(os.environ), capture_output=True, text=True)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert not server.is_running()
+        assert not state.exists()
+    finally:
+        server.stop()
+        shutil.rmtree(state.parent, ignore_errors=True)
+
+
+def test_devdb_refuses_a_bad_demo_port_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("CCAT_DEMO_PORT", "99999")
+    assert main(["devdb", "stop"]) == 1
+    assert one_line_error(capsys) == "$CCAT_DEMO_PORT: expected a TCP port number (1-65535), got '99999'"
+
+
+# `ccat pools`: the pools of the legs routing makes, which are the transfer DAG's ------------------------
+
+#: Expected (origin, destination) legs. The example: primary ccat -> cologne | us, secondary between those.
+#: The foreign file: summit -> bonn; summit -> tokyo is relayed through bonn (summit -> bonn -> tokyo), and
+#: after that relay tokyo -> bonn has nothing left to deliver (bonn's buffer already has the bundle).
+LEGS = {
+    EXAMPLE_TOPOLOGY: [("ccat", "cologne"), ("ccat", "us"), ("cologne", "us"), ("us", "cologne")],
+    FOREIGN_TOPOLOGY: [("bonn", "tokyo"), ("summit", "bonn")],
+}
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("topology_file", list(LEGS), ids=["example", "foreign"])
+def test_pools_are_the_pools_of_the_transfer_dags_sends(
+    topology_file: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    assert main(["pools", "--topology", str(topology_file), "--slots", "2"]) == 0
+    pools = json.loads(capsys.readouterr().out)
+    assert sorted(pools) == sorted(transfer_pool(origin, destination) for origin, destination in LEGS[topology_file])
+    assert {pool["slots"] for pool in pools.values()} == {2}
+
+    monkeypatch.setenv("CCAT_TOPOLOGY", str(topology_file))
+    dagbag = DagBag(dag_folder=str(REPO / "dags" / "ccat_transfer.py"))
+    assert dagbag.import_errors == {}
+    tasks = dagbag.dags["ccat_transfer"].tasks
+    assert {task.pool for task in tasks if task.task_id.split(".")[-1].startswith("send_to_")} == set(pools)
+
+
+@pytest.mark.parametrize("topology_file", list(LEGS), ids=["example", "foreign"])
+def test_the_legs_of_the_pools_are_the_legs_the_router_makes(topology_file: Path, ops_db: OpsDb, data_root) -> None:
+    loaded = topology.load(topology_file)
+    topology.apply(ops_db, loaded)
+    router = Router(ops_db)
+    made = set()
+    for location in loaded.locations:  # a bundle at every active buffer, once per round-robin position
+        if location.active and location.type == LocationType.BUFFER:
+            row = ops_db.fetch_one("data_location_by_key", site=location.site, name=location.name)
+            for _ in router.lta_sites:
+                bundle = UnroutedBundleRow(id=0, name="b", origin_location_id=row.id, origin_site_id=row.site_id)
+                for leg in router.legs_for(bundle):
+                    origin, destination = (router.location(leg.origin_location_id),
+                                           router.location(leg.destination_location_id))  # fmt: skip
+                    assert destination.active
+                    made.add((origin.site, destination.site))
+    assert sorted(made) == LEGS[topology_file] == transfer_site_pairs(loaded)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -218,6 +220,86 @@ def test_cli_apply_show_and_error(ops_db_url: str, data_root: Path, tmp_path: Pa
     assert main(["topology", "apply", str(bad), "--db", ops_db_url]) == 1
     error = capsys.readouterr().err
     assert f"{bad}: sites.us.locations.lta.type: 'ARCHIVE' is not one of" in error
+
+
+# Storage roots: `apply --create-dirs`, the warning without it, `--require-dirs` ------------------
+
+#: The active DISK roots of the example topology, under $CCAT_DATA_ROOT.
+EXAMPLE_ROOTS = ["ccat/telescope_computer", "ccat/buffer", "cologne/buffer", "cologne/ramses", "us/buffer"]
+
+
+def test_apply_create_dirs_makes_the_active_roots_0755(
+    ops_db_url: str, ops_db: OpsDb, data_root: Path, tmp_path: Path, capsys
+) -> None:
+    document = example_document()
+    locations(document, "cologne")["ramses"]["active"] = False
+    umask = os.umask(0o077)  # the mode must not depend on the user's umask
+    try:
+        assert main(["topology", "apply", "--create-dirs", str(write(tmp_path, document)), "--db", ops_db_url]) == 0
+    finally:
+        os.umask(umask)
+    captured = capsys.readouterr()
+    roots = [data_root / root for root in EXAMPLE_ROOTS if root != "cologne/ramses"]
+    assert captured.out.splitlines()[: len(roots)] == [f"created directory {root}" for root in roots]
+    assert "created location ccat/buffer" in captured.out
+    assert captured.err == ""
+    for directory in [*roots, data_root / "ccat", data_root / "cologne", data_root / "us"]:
+        assert directory.is_dir() and stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
+    assert not (data_root / "cologne" / "ramses").exists()  # inactive: nothing runs there
+    assert ops_db.fetch_one("data_location_by_key", site="ccat", name="buffer").root_path == str(roots[1])
+
+    assert main(["topology", "apply", "--create-dirs", str(write(tmp_path, document)), "--db", ops_db_url]) == 0
+    assert capsys.readouterr().out.strip() == "no change"
+
+
+def test_apply_warns_about_missing_roots_and_applies(ops_db_url: str, ops_db: OpsDb, data_root: Path, capsys) -> None:
+    (data_root / "ccat" / "buffer").mkdir(parents=True)
+    assert main(["topology", "apply", str(EXAMPLE_TOPOLOGY), "--db", ops_db_url]) == 0
+    captured = capsys.readouterr()
+    assert "created location ccat/buffer" in captured.out
+    missing = [root for root in EXAMPLE_ROOTS if root != "ccat/buffer"]
+    assert captured.err.splitlines() == [
+        f"ccat: warning: {root}: its root {data_root / root} is not a directory on this host (fine if it is mounted "
+        "only where the location's worker runs; --create-dirs creates it here)"
+        for root in missing
+    ]
+    assert not (data_root / "us" / "buffer").exists()
+
+
+def test_apply_require_dirs_refuses_missing_roots_changing_nothing(
+    ops_db_url: str, ops_db: OpsDb, data_root: Path, capsys
+) -> None:
+    for root in EXAMPLE_ROOTS[:3]:
+        (data_root / root).mkdir(parents=True)
+    assert main(["topology", "apply", "--require-dirs", str(EXAMPLE_TOPOLOGY), "--db", ops_db_url]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "ccat: error: ops-db not changed: storage roots that are not directories here: "
+        f"cologne/ramses: {data_root}/cologne/ramses; us/buffer: {data_root}/us/buffer (--create-dirs creates them)"
+    ]
+    assert ops_db.fetch_all("sites") == []
+    assert not (data_root / "us" / "buffer").exists()
+
+    (data_root / "cologne" / "ramses").mkdir()
+    (data_root / "us" / "buffer").mkdir(parents=True)
+    assert main(["topology", "apply", "--require-dirs", str(EXAMPLE_TOPOLOGY), "--db", ops_db_url]) == 0
+    assert "created site ccat" in capsys.readouterr().out
+
+
+def test_apply_create_dirs_names_a_root_it_cannot_make(ops_db_url: str, data_root: Path, capsys) -> None:
+    (data_root / "us").write_text("a file where the site's directory should be")
+    assert main(["topology", "apply", "--create-dirs", str(EXAMPLE_TOPOLOGY), "--db", ops_db_url]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"ccat: error: us/buffer: cannot create its root {data_root}/us/buffer: File exists ({data_root}/us)"
+    ]
+
+
+def test_apply_takes_create_dirs_or_require_dirs_not_both(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["topology", "apply", "--create-dirs", "--require-dirs", str(EXAMPLE_TOPOLOGY)])
+    assert exited.value.code == 2
+    assert "argument --require-dirs: not allowed with argument --create-dirs" in capsys.readouterr().err
 
 
 # What `check` must refuse because a DAG or `apply` would break on it ---------------------

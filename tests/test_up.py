@@ -2,7 +2,9 @@
 
 Runs ``scripts/up.py`` (what ``make up`` runs) in a fresh state directory on free ports,
 as a newcomer would, and watches it through the REST API until the demo observations are
-archived; then stops it with SIGTERM (Ctrl-C) and checks it stopped cleanly.
+archived; then stops it with SIGTERM (Ctrl-C) and checks it stopped cleanly. Once on the
+shipped topology, once with ``CCAT_TOPOLOGY`` naming tests/foreign_topology.yaml (other
+site names, an inactive preferred buffer, a RELAY route).
 """
 
 from __future__ import annotations
@@ -35,12 +37,23 @@ def wait_for_line(process: subprocess.Popen, log: Path, text: str, timeout: floa
         time.sleep(1)
 
 
-def test_make_up_serves_the_ui_and_runs_the_pipeline() -> None:
+#: The topologies `make up` runs on, and the transfer pools it must create for each (`ccat pools`).
+TOPOLOGIES = {
+    "example": (None, {"ccat_to_cologne", "ccat_to_us", "cologne_to_us", "us_to_cologne"}),
+    "foreign": (REPO / "tests" / "foreign_topology.yaml", {"summit_to_bonn", "bonn_to_tokyo"}),
+}
+
+
+@pytest.mark.parametrize("case", list(TOPOLOGIES))
+def test_make_up_serves_the_ui_and_runs_the_pipeline(case: str) -> None:
+    topology_file, pools = TOPOLOGIES[case]
     state = Path(tempfile.mkdtemp(prefix="ccat-test-up-"))
     state.chmod(0o755)  # PostgreSQL runs as its own user
     ports = {"CCAT_DEMO_PORT": free_port(), "CCAT_DEMO_S3_PORT": free_port(), "CCAT_UI_PORT": free_port()}
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "CCAT_"))}
     env |= {"CCAT_STATE_DIR": str(state)} | {key: str(port) for key, port in ports.items()}
+    if topology_file is not None:
+        env["CCAT_TOPOLOGY"] = str(topology_file)
     log = state / "up.log"
     with open(log, "wb") as output:
         process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "up.py")], env=env, cwd=REPO,
@@ -55,6 +68,10 @@ def test_make_up_serves_the_ui_and_runs_the_pipeline() -> None:
         api = httpx.Client(base_url=f"{url}/api/v2", headers={"Authorization": f"Bearer {token['access_token']}"})
         dags = {dag["dag_id"]: dag for dag in api.get("/dags", params={"limit": 100}).json()["dags"]}
         assert not dags["ccat_packaging"]["is_paused"] and not dags["ccat_staging"]["is_paused"]
+        imported = {pool["name"] for pool in api.get("/pools", params={"limit": 100}).json()["pools"]}
+        assert {name for name in imported if name.startswith("ccat_transfer_")} == {
+            f"ccat_transfer_{pair}" for pair in pools
+        }
 
         # The demo observations flow to both archives on their own: packaging was triggered, assets do the rest.
         ops_db_url = f"postgresql://ccat@127.0.0.1:{ports['CCAT_DEMO_PORT']}/ccat_ops_db"

@@ -5,6 +5,10 @@ package, found under ``/usr/lib/postgresql/<version>/bin`` or on ``PATH``). The 
 listens on 127.0.0.1 only, with its unix socket inside its own directory, so it never
 clashes with a system server. PostgreSQL refuses to run as root: when we are root the
 binaries run as the ``postgres`` user, which then owns the data directory.
+
+:func:`demo_server` is the one server of ``make demo``, ``make up``, ``ccat devdb`` and
+``make clean``: ``<state dir>/postgres`` on 127.0.0.1, both taken from the environment
+(:func:`demo_state_dir`, :func:`demo_port`), so they all find the same server.
 """
 
 from __future__ import annotations
@@ -20,10 +24,31 @@ from pathlib import Path
 import psycopg
 
 from ccat_operators.opsdb import compose_query, load_query
+from ccat_operators.paths import REPO_ROOT
 
 SERVICE_USER = "postgres"
 SUPERUSER = "ccat"
 FAST_TEST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+#: The demo server's port when ``CCAT_DEMO_PORT`` is not set.
+DEMO_PORT = 54329
+
+
+def demo_state_dir() -> Path:
+    """The demo's state directory (database, storage, S3, Airflow): ``$CCAT_STATE_DIR``, else ``<checkout>/.ccat``."""
+    return Path(os.environ.get("CCAT_STATE_DIR") or REPO_ROOT / ".ccat").resolve()
+
+
+def demo_port() -> int:
+    """The demo server's TCP port: ``$CCAT_DEMO_PORT``, else :data:`DEMO_PORT`; ValueError if it is not a port."""
+    text = os.environ.get("CCAT_DEMO_PORT") or str(DEMO_PORT)
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"$CCAT_DEMO_PORT: expected a TCP port number (1-65535), got {text!r}")
+    return int(text)
+
+
+def demo_server() -> LocalPostgres:
+    """The server of ``make demo`` and ``make up``: ``<demo_state_dir()>/postgres`` on ``demo_port()``."""
+    return LocalPostgres(demo_state_dir() / "postgres", demo_port())
 
 
 class PostgresNotFoundError(RuntimeError):

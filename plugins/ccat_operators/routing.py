@@ -16,6 +16,10 @@ the ``via`` site's buffer (two legs), ``DIRECT`` delivers straight into ``to_loc
 leg uses the origin buffer's ``transfer_method`` setting.
 
 Every bundle gets at most one DataTransfer per destination location.
+
+:func:`transfer_site_pairs` gives, from the topology file alone, every (origin site,
+destination site) a leg can take: the transfer DAG lays out its send tasks for exactly
+those, and ``ccat pools`` makes exactly their pools.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.rows import BufferRow, LocationRow, UnroutedBundleRow
 from ccat_operators.states import LocationType, RouteType
+from ccat_operators.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,50 @@ ROUTE_BATCH = 500
 def transfer_pool(origin_site: str, destination_site: str) -> str:
     """The Airflow pool limiting parallel transfers from one site to another (slots editable in the UI)."""
     return f"ccat_transfer_{origin_site}_to_{destination_site}"
+
+
+def transfer_site_pairs(topology: Topology) -> list[tuple[str, str]]:
+    """Every (origin site, destination site) a leg can take under ``topology``, sorted.
+
+    :meth:`Router.legs_for` played on the file for every round-robin choice: a bundle
+    from each site with an active SOURCE goes to one site with an active
+    LONG_TERM_ARCHIVE (primary leg) and on from there to the other archive sites
+    (secondary legs), each leg through its active route override (a RELAY is two legs,
+    through ``via``'s buffer); a bundle gets one leg per destination location, so a leg
+    to a buffer an earlier leg already delivers to is no leg. A site's buffer is its
+    active BUFFER of lowest ``priority`` (the first in the file among equals).
+    """
+    routes = {(route.origin_site, route.destination_site): route for route in topology.routes if route.active}
+    active = [location for location in topology.locations if location.active]
+    buffers: dict[str, str] = {}
+    for location in sorted(active, key=lambda location: location.priority):  # stable: file order among equals
+        if location.type == LocationType.BUFFER:
+            buffers.setdefault(location.site, location.key)
+    sources = sorted({location.site for location in active if location.type == LocationType.SOURCE})
+    archives = sorted({location.site for location in active if location.type == LocationType.LONG_TERM_ARCHIVE})
+
+    def add_legs(legs: dict[str, tuple[str, str]], origin: str, destination: str) -> None:
+        """Router._add_legs: the leg(s) from ``origin`` to ``destination``, unless their destinations have one."""
+        route = routes.get((origin, destination))
+        if route is not None and route.type == RouteType.RELAY and route.via_site:
+            legs.setdefault(buffers[route.via_site], (origin, route.via_site))
+            origin = route.via_site
+        final = buffers[destination]
+        if route is not None and route.type in (RouteType.DIRECT, RouteType.CUSTOM) and route.destination_location:
+            final = route.destination_location
+        legs.setdefault(final, (origin, destination))
+
+    pairs: set[tuple[str, str]] = set()
+    for source in sources:
+        targets = [site for site in archives if site != source]
+        for primary in targets:
+            legs: dict[str, tuple[str, str]] = {}  # destination location -> (origin site, destination site)
+            add_legs(legs, source, primary)
+            for secondary in targets:
+                if secondary != primary:
+                    add_legs(legs, primary, secondary)
+            pairs.update(legs.values())
+    return sorted(pairs)
 
 
 class RoutingError(RuntimeError):

@@ -5,7 +5,9 @@ use it at parse time to lay out per-location tasks and queues). ``apply(db, topo
 makes ops-db match it in one transaction: upserts by natural key, so applying the same
 file twice changes nothing; a location or route missing from the file is deactivated,
 never deleted, so its history stays. ``dump(db)`` reads ops-db back into the same
-format, so ``ccat topology show`` output can itself be applied.
+format, so ``ccat topology show`` output can itself be applied. ``missing_roots`` and
+``create_roots`` look at the active DISK roots on this machine (``ccat topology apply
+--create-dirs``); ``apply`` itself never touches storage.
 
 A file that ``load`` accepts is one every DAG can lay out and ``apply`` can store: names
 that give distinct queues and task ids, values that fit their PostgreSQL columns,
@@ -813,6 +815,62 @@ class _Parser:
                 )
             else:
                 pairs[pair] = route.name
+
+
+# Storage roots ------------------------------------------------------------------
+
+#: Mode of the directories :func:`create_roots` makes (a root and any parent it needs).
+ROOT_MODE = 0o755
+
+
+def disk_roots(topology: Topology) -> list[tuple[Location, Path]]:
+    """The root directory of every active DISK location, in file order (inactive ones run nothing)."""
+    return [
+        (location, Path(location.storage_details["root_path"]))
+        for location in topology.locations
+        if location.active and location.storage == StorageType.DISK and "root_path" in location.storage_details
+    ]
+
+
+def missing_roots(topology: Topology) -> list[tuple[Location, Path]]:
+    """The active DISK roots that are not a directory on this machine.
+
+    Where a location's storage is mounted, a missing root is a mistake (a typo, a disk not
+    mounted); elsewhere it is expected: ``ccat topology apply`` usually runs centrally, and
+    each site's storage is mounted only on that site's hosts.
+    """
+    return [(location, root) for location, root in disk_roots(topology) if not root.is_dir()]
+
+
+def create_roots(topology: Topology) -> list[Path]:
+    """Create every missing active DISK root (and missing parents) with mode 0755; return the roots created.
+
+    Raises OSError naming the location and the directory that could not be made (no
+    permission, a file in the way); the roots made before it stay.
+    """
+    created = []
+    for location, root in missing_roots(topology):
+        try:
+            _make_directory(root)
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename and str(error.filename) != str(root) else ""
+            raise OSError(f"{location.key}: cannot create its root {root}: {error.strerror or error}{where}") from error
+        created.append(root)
+    return created
+
+
+def _make_directory(path: Path) -> None:
+    """``mkdir -p`` with every directory made getting exactly :data:`ROOT_MODE` (not masked by the umask)."""
+    if path.is_dir():
+        return
+    _make_directory(path.parent)
+    try:
+        path.mkdir(mode=ROOT_MODE)
+    except FileExistsError:
+        if path.is_dir():  # made meanwhile by someone else
+            return
+        raise
+    path.chmod(ROOT_MODE)
 
 
 # Applying -----------------------------------------------------------------------
