@@ -16,7 +16,7 @@ pytestmark = pytest.mark.airflow
 #: DAGs that lay out their tasks per data location from the topology file.
 TOPOLOGY_DAGS = {
     "ccat_packaging", "ccat_bundling", "ccat_transfer", "ccat_unpacking",
-    "ccat_archive", "ccat_staging", "ccat_deletion", "ccat_audit",
+    "ccat_archive", "ccat_staging", "ccat_deletion", "ccat_audit", "ccat_filing",
 }  # fmt: skip
 #: DAGs that load whatever the topology file holds.
 INDEPENDENT_DAGS = {"ccat_topology", "ccat_monitoring"}

@@ -11,8 +11,11 @@ from ccat_operators import roles
 
 def test_the_shipped_roles_file_is_valid() -> None:
     specs = {spec.name: spec for spec in roles.load()}
-    assert set(specs) == {"operator", "scientist"}
+    assert set(specs) == {"operator", "scientist", "instrument"}
     assert specs["operator"].include == "Op"
+    filing = {("can_create", roles.OBSERVATIONS_RESOURCE), ("can_read", roles.OBSERVATIONS_RESOURCE)}
+    assert specs["instrument"].include is None and specs["instrument"].permissions == filing
+    assert filing <= specs["operator"].permissions
     scientist = specs["scientist"].permissions
     assert {("can_read", "DAG:ccat_staging"), ("can_edit", "DAG:ccat_staging"), ("can_create", "DAG Runs")} <= scientist
     assert not any(

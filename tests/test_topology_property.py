@@ -32,7 +32,7 @@ ROOT_VARIABLE = "CCAT_PROPERTY_ROOT"
 SITE_NAMES = ("ccat", "ccat_x", "cologne", "us", "lab")  # ccat + x_buffer vs ccat_x + buffer collide
 OTHER_LOCATION_NAMES = ("x_buffer", "telescope_computer", "lta", "ramses", "inbox", "buffer2")
 DAG_IDS = {
-    "ccat_archive", "ccat_audit", "ccat_bundling", "ccat_deletion", "ccat_monitoring", "ccat_packaging",
+    "ccat_archive", "ccat_audit", "ccat_bundling", "ccat_deletion", "ccat_filing", "ccat_monitoring", "ccat_packaging",
     "ccat_staging", "ccat_topology", "ccat_transfer", "ccat_unpacking",
 }  # fmt: skip
 

@@ -22,6 +22,7 @@ import yaml
 
 from ccat_operators import checksums, safefs, yamldoc
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import LocationRow
 from ccat_operators.states import LocationType, StorageType
 
 
@@ -75,9 +76,7 @@ def file_observation(
     size or checksum mismatch, conflicting earlier filing); nothing is recorded then.
     """
     location = _source_location(db, observation.location)
-    modules = {row.name: row.id for row in db.fetch_all("instrument_modules_of", instrument=observation.instrument)}
-    if not modules:
-        raise FilingError([f"unknown instrument {observation.instrument!r} (declare it in the topology file)"])
+    modules = _modules_of(db, observation.instrument)
     algorithm = location.settings.get("checksum_algorithm", checksums.DEFAULT_ALGORITHM)
     verified = _verify_files(Path(location.root_path), observation, modules, algorithm, progress)
 
@@ -111,6 +110,49 @@ def bytes_on_disk(db: OpsDb, observation: Observation) -> int:
     return sum(path.stat().st_size for path in paths if path.is_file())
 
 
+def check_observation(db: OpsDb, observation: Observation) -> LocationRow:
+    """Every check of :func:`file_observation` that needs no file; return the SOURCE location's row.
+
+    For a host that cannot see the files (the api-server): the location is an active
+    SOURCE disk, the instrument and each file's module are known, each path is relative,
+    normalised and listed once. Raises FilingError naming every problem; records nothing.
+    Whether the files exist, their sizes, checksums and links are :func:`file_observation`'s
+    checks, where the files are.
+    """
+    location = _source_location(db, observation.location)
+    modules = _modules_of(db, observation.instrument)
+    problems = [] if observation.files else ["an observation needs at least one file"]
+    seen: set[str] = set()
+    for raw in observation.files:
+        problem = _listing_problem(raw, observation.instrument, modules, seen)
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        raise FilingError(problems)
+    return location
+
+
+def _modules_of(db: OpsDb, instrument: str) -> dict[str, int]:
+    modules = {row.name: row.id for row in db.fetch_all("instrument_modules_of", instrument=instrument)}
+    if not modules:
+        raise FilingError([f"unknown instrument {instrument!r} (declare it in the topology file)"])
+    return modules
+
+
+def _listing_problem(raw: RawFile, instrument: str, modules: dict[str, int], seen: set[str]) -> str | None:
+    """What is wrong with one file's entry, before the file is looked at (None: nothing); notes its path in ``seen``."""
+    path = PurePosixPath(raw.path)
+    label = f"file {raw.path!r}"
+    if path.is_absolute() or ".." in path.parts or not raw.path or str(path) != raw.path:
+        return f"{label}: path must be relative to the location root, normalised, without '..'"
+    if raw.path in seen:
+        return f"{label}: listed twice"
+    seen.add(raw.path)
+    if raw.module not in modules:
+        return f"{label}: unknown module {raw.module!r} of {instrument} (known: {', '.join(sorted(modules))})"
+    return None
+
+
 def _source_location(db: OpsDb, key: str) -> dict[str, Any]:
     site, _, name = key.partition("/")
     row = db.fetch_one("data_location_by_key", site=site, name=name)
@@ -136,20 +178,10 @@ def _verify_files(
         problems.append("an observation needs at least one file")
     seen: set[str] = set()
     for raw in observation.files:
-        path = PurePosixPath(raw.path)
         label = f"file {raw.path!r}"
-        if path.is_absolute() or ".." in path.parts or not raw.path or str(path) != raw.path:
-            problems.append(f"{label}: path must be relative to the location root, normalised, without '..'")
-            continue
-        if raw.path in seen:
-            problems.append(f"{label}: listed twice")
-            continue
-        seen.add(raw.path)
-        if raw.module not in modules:
-            problems.append(
-                f"{label}: unknown module {raw.module!r} of {observation.instrument} "
-                f"(known: {', '.join(sorted(modules))})"
-            )
+        problem = _listing_problem(raw, observation.instrument, modules, seen)
+        if problem is not None:
+            problems.append(problem)
             continue
         file_algorithm = algorithm
         if raw.checksum is not None:
@@ -446,12 +478,18 @@ def _parse_yaml_manifest(text: str, path: Path) -> Any:
 
 
 def _parse_json_manifest(text: str, path: Path) -> Any:
+    return json_document(text, str(path))
+
+
+def json_document(text: str, source: str) -> Any:
+    """Parse a JSON manifest's text; FilingError naming ``source`` and the line, or a key given twice."""
     try:
         return json.loads(text, object_pairs_hook=_json_object)
     except json.JSONDecodeError as error:
-        raise FilingError([f"{path}: line {error.lineno}, column {error.colno}: not valid JSON: {error.msg}"]) from None
+        where = f"{source}: line {error.lineno}, column {error.colno}"
+        raise FilingError([f"{where}: not valid JSON: {error.msg}"]) from None
     except ValueError as error:  # a duplicate key, from _json_object
-        raise FilingError([f"{path}: not valid JSON: {error}"]) from None
+        raise FilingError([f"{source}: not valid JSON: {error}"]) from None
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

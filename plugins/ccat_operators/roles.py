@@ -19,8 +19,12 @@ from ccat_operators.paths import include_dir
 
 BUILT_IN_ROLES = frozenset({"Admin", "Op", "User", "Viewer", "Public"})
 
+#: The resource of the HTTP filing API (``ccat_operators.api``), created by :func:`sync`:
+#: ``can_create`` files observations, ``can_read`` reads filing requests and progress.
+OBSERVATIONS_RESOURCE = "CCAT Observations"
+
 #: Users ``make up`` creates on a fresh local deployment (password = user name). Local development only.
-DEV_USERS = {"admin": "Admin", "operator": "operator", "scientist": "scientist"}
+DEV_USERS = {"admin": "Admin", "operator": "operator", "scientist": "scientist", "instrument": "instrument"}
 
 Permission = tuple[str, str]
 
