@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from airflow.sdk import DAG, Param
 
 from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.staging import StageObservationsOperator
 from ccat_operators.queues import Operation
-from ccat_operators.staging import DEFAULT_RETENTION, MAX_ID, MAX_RETENTION
+from ccat_operators.sensors.staging import StagingRequestSensor
+from ccat_operators.staging import DEFAULT_RETENTION, DEFAULT_TIMEOUT, MAX_ID, MAX_RETENTION, MAX_TIMEOUT
 
 DOC = """
 ### Stage data for processing
@@ -21,10 +24,19 @@ The request becomes a StagingJob named after it: triggering the same request aga
 reuses the job and stages only what is missing. Job states: **PENDING -> SCHEDULED ->
 IN_PROGRESS -> COMPLETED | FAILED**. Staged copies are deleted after `retention`.
 
-**On failure**: a refused request says why (unknown ids, no data, both ids and an obs
-unit...). A package that cannot be staged yet (not archived) fails the job; trigger
-again later.
+**Observations not archived yet** (filed, still being packaged, sent or uploaded) are
+waited for: `wait_for_archive_*` shows as *deferred* while the triggerer asks ops-db
+every minute (no worker slot is held), and `ccat status` shows the job as waiting. Once
+every file of the observations is in an archive, `stage_to_*` stages them. After
+`timeout` (default 24 h) the task fails and the job is FAILED, naming what is missing.
+
+**On failure**: a refused request says why at once and records nothing (unknown ids, no
+observation of the obs unit in the dates, both ids and an obs unit...). Trigger the same
+request again, or clear the failed task, to try again.
 """
+
+#: Seconds between two questions to ops-db while a request waits (``CCAT_STAGING_POLL_INTERVAL``).
+POLL_INTERVAL = float(os.environ.get("CCAT_STAGING_POLL_INTERVAL") or 60)
 
 # Every active PROCESSING location, the form's choices (an invalid topology file fails this
 # file's import, naming the key).
@@ -81,9 +93,27 @@ with DAG(
             title="Keep for",
             description=f"How long the staged copy is kept, e.g. 14d, 6w (at most {MAX_RETENTION}).",
         ),
+        "timeout": Param(
+            DEFAULT_TIMEOUT,
+            type="string",
+            pattern=r"^[1-9][0-9]{0,3}[smhdw]$",
+            title="Wait at most",
+            description=(
+                f"How long to wait for observations that are not archived yet, e.g. 24h, 3d (at most {MAX_TIMEOUT})."
+            ),
+        ),
     },
 ):
     for location, queue in PROCESSING:
+        wait = StagingRequestSensor(
+            task_id=f"wait_for_archive_{location.site}_{location.name}",
+            location=location.key,
+            queue=queue,
+            poke_interval=POLL_INTERVAL,
+        )
         StageObservationsOperator(
-            task_id=f"stage_to_{location.site}_{location.name}", location=location.key, queue=queue
+            task_id=f"stage_to_{location.site}_{location.name}",
+            location=location.key,
+            staging_job=wait.output,
+            queue=queue,
         )

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ccat_dev.s3 import LocalS3
-from ccat_operators import bundling, packaging, routing, transfer, unpacking
+from ccat_operators import archive, bundling, packaging, routing, transfer, unpacking
 from ccat_operators.opsdb import OpsDb
 from tests.helpers import apply_topology, file_random_observation, location_row
 
@@ -83,3 +83,18 @@ def archive_world(db: OpsDb, tmp_path: Path, s3: LocalS3, monkeypatch) -> dict[s
     db.conn.execute("UPDATE data_location SET s3_bucket = s3_bucket || '-' || %s WHERE storage_type = 'S3'",
                     (suffix,))  # fmt: skip
     return deliver(db)
+
+
+def archive_filed(db: OpsDb) -> None:
+    """Take everything filed so far through every stage into both archives (local transfers, the test's S3)."""
+    source = location_row(db, "ccat/telescope_computer")
+    packaging.plan_packages(db, source)
+    assert packaging.write_packages(db, source).failed == {}
+    buffer = location_row(db, "ccat/buffer")
+    bundling.plan_bundles(db, buffer)
+    assert bundling.write_bundles(db, buffer).failed == {}
+    routing.route_bundles(db, buffer)
+    send_all(db)
+    for site in ("cologne", "us"):
+        assert unpacking.unpack_arrived(db, location_row(db, f"{site}/buffer")).failed == {}
+        assert archive.archive_pending(db, location_row(db, f"{site}/lta")).failed == {}

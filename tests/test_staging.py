@@ -103,6 +103,12 @@ BAD_PARAMS = [
     ({"location": "cologne/ramses", "observations": ["abc"]}, "'abc' is not an observation id"),
     ({"location": "cologne/ramses", "obs_unit": "x", "start_date": "2026-13-40"}, "start_date: '2026-13-40' is not"),
     ({"location": None, "observations": [1]}, "location: None is not a site/location name"),
+    (
+        {"location": "cologne/ramses", "observations": [1], "timeout": "31d"},
+        "timeout: '31d' is longer than the maximum",
+    ),
+    ({"location": "cologne/ramses", "observations": [1], "timeout": "soon"}, "timeout: 'soon' is not a duration"),
+    ({"location": "cologne/ramses", "observations": "12"}, "observations: '12' is not a list of observation ids"),
 ]
 
 
@@ -113,7 +119,10 @@ def test_absurd_values_are_refused_with_a_message(params: dict, message: str) ->
 
 
 @pytest.mark.airflow
-@pytest.mark.parametrize(("param", "value"), [("retention", "999999999w"), ("observations", [2**70])])
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("retention", "999999999w"), ("observations", [2**70]), ("timeout", "forever"), ("timeout", "0h")],
+)
 def test_the_form_schema_refuses_absurd_values(param: str, value) -> None:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.exceptions import ParamValidationError
@@ -132,6 +141,45 @@ def test_a_refused_request_leaves_no_job_behind(ops_db: OpsDb, world, data_root:
     with pytest.raises(staging.StagingRequestError, match="no packaged data yet"):
         staging.create_job(ops_db, request_for(later))
     assert ops_db.conn.execute("SELECT count(*) AS n FROM staging_job").fetchone()["n"] == 0
+
+
+def test_a_request_not_archived_yet_waits_as_a_job_then_stages_what_was_filed(
+    ops_db: OpsDb, world, data_root: Path
+) -> None:
+    later = file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [1000, 2000], minute=40)
+    observation = ops_db.conn.execute("SELECT max(id) AS id FROM executed_obs_unit").fetchone()["id"]
+    request = request_for(observation)
+    job = staging.create_job(ops_db, request, waiting="waiting for 2 files to be packaged and archived")
+    row = job_row(ops_db, job.id)
+    assert (row.status, row.failure_reason) == ("PENDING", "waiting for 2 files to be packaged and archived")
+    assert ops_db.fetch_all("staging_job_packages", job_id=job.id) == []
+    with pytest.raises(staging.StagingRequestError, match="no packaged data yet"):
+        staging.add_packages(ops_db, job.id, [observation])
+
+    pipeline.archive_filed(ops_db)
+    assert staging.create_job(ops_db, request).id == job.id  # archived now: the same job, ready
+    assert len(staging.add_packages(ops_db, job.id, [observation])) == 1
+    result = staging.stage_job(ops_db, job.id)
+    assert result.failed == {} and len(result.staged) == 1
+    row = job_row(ops_db, job.id)
+    assert (row.status, row.failure_reason) == ("COMPLETED", None)
+    for relative, content in later.items():
+        assert (data_root / "cologne" / "ramses" / job.name / relative).read_bytes() == content
+
+
+def test_a_partly_packaged_observation_is_refused_unless_the_request_waits(
+    ops_db: OpsDb, world, data_root: Path
+) -> None:
+    observation = first_observation(ops_db)
+    start = ops_db.conn.execute("SELECT start_time FROM executed_obs_unit WHERE id = %s", (observation,)).fetchone()
+    # More files of the same observation, filed after it was packaged (another module).
+    file_random_observation(ops_db, data_root / "ccat" / "telescope_computer", [1000], module="350GHz",
+                            minute=start["start_time"].minute)  # fmt: skip
+    with pytest.raises(staging.StagingRequestError, match="1 file.s. of the observations are not packaged yet"):
+        staging.create_job(ops_db, request_for(observation))
+    assert ops_db.conn.execute("SELECT count(*) AS n FROM staging_job").fetchone()["n"] == 0
+    job = staging.create_job(ops_db, request_for(observation), waiting="waiting for 1 file to be packaged")
+    assert job_row(ops_db, job.id).failure_reason == "waiting for 1 file to be packaged"
 
 
 def test_asking_again_with_another_retention_applies_it(ops_db: OpsDb, world) -> None:

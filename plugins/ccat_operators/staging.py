@@ -5,6 +5,11 @@ range) and a PROCESSING location. It becomes a StagingJob whose name is derived 
 request, so asking again finds the same job and does not redo finished work (after the
 job's copies expired and were deleted, asking again starts a new generation).
 
+Observations filed but not archived yet are waited for (``ccat_staging``'s wait task,
+:class:`ccat_operators.sensors.staging.StagingRequestSensor`): the job is recorded
+first, PENDING with the reason ``waiting for N packages to be archived``, and staged once
+they are; a request that names nothing ops-db knows is refused and records nothing.
+
 Each package of the observations is fetched from an S3 archive holding a verified copy
 (the processing site's own first), streamed straight into
 ``<location root>/<job name>/<raw file path>``: every raw file is checked against its
@@ -45,6 +50,9 @@ DEFAULT_RETENTION = "14d"
 #: Longest a scientist may ask to keep a staged copy.
 MAX_RETENTION = "520w"
 MAX_RETENTION_SECONDS = parse_duration(MAX_RETENTION)
+#: How long a request waits for observations not archived yet, by default and at most.
+DEFAULT_TIMEOUT = "24h"
+MAX_TIMEOUT = "30d"
 #: Largest id ops-db can hold (bigint).
 MAX_ID = 2**63 - 1
 
@@ -62,27 +70,26 @@ class StagingRequest:
     end: date | None = None
     requested_by: str = "unknown"
     retention: str = DEFAULT_RETENTION
+    #: How long to wait for observations not archived yet (not part of the job: asking again waits anew).
+    timeout: str = DEFAULT_TIMEOUT
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> StagingRequest:
         """Build a request from the DAG's params, refusing incoherent or out-of-range values clearly."""
-        observations = tuple(sorted({_observation_id(i) for i in params.get("observations") or []}))
+        observations = parse_observation_ids(params.get("observations"))
         obs_unit = (params.get("obs_unit") or "").strip() or None
         if not observations and not obs_unit:
             raise StagingRequestError("name the observations: give observation ids, or an obs_unit (with dates)")
         if observations and obs_unit:
             raise StagingRequestError("give either observation ids or an obs_unit, not both")
-        start = _day(params.get("start_date"), "start_date")
-        end = _day(params.get("end_date"), "end_date")
+        start = parse_day(params.get("start_date"), "start_date")
+        end = parse_day(params.get("end_date"), "end_date")
         if start and end and end < start:
             raise StagingRequestError(f"end_date {end} is before start_date {start}")
         retention = params.get("retention") or DEFAULT_RETENTION
-        try:
-            seconds = parse_duration(retention)
-        except ValueError as error:
-            raise StagingRequestError(f"retention: {error}") from None
-        if seconds > MAX_RETENTION_SECONDS:
-            raise StagingRequestError(f"retention: {retention!r} is longer than the maximum of {MAX_RETENTION}")
+        _duration(retention, "retention", MAX_RETENTION)
+        timeout = params.get("timeout") or DEFAULT_TIMEOUT
+        _duration(timeout, "timeout", MAX_TIMEOUT)
         location = params.get("location")
         if not isinstance(location, str) or "/" not in location:
             raise StagingRequestError(f"location: {location!r} is not a site/location name")
@@ -94,7 +101,11 @@ class StagingRequest:
             end=end,
             requested_by=str(params.get("requested_by") or "unknown"),
             retention=retention,
+            timeout=timeout,
         )
+
+    def timeout_seconds(self) -> int:
+        return parse_duration(self.timeout)
 
     def key(self) -> dict[str, Any]:
         """What identifies the request (who asked and for how long do not)."""
@@ -111,6 +122,15 @@ class StagingRequest:
         return f"staging_{digest}"
 
 
+def parse_observation_ids(values: Any) -> tuple[int, ...]:
+    """Sorted, distinct observation ids from a list of ids (ints or digit strings); refuses anything else."""
+    if values is None or values == "":
+        return ()
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, (list, tuple, set)):
+        raise StagingRequestError(f"observations: {values!r} is not a list of observation ids")
+    return tuple(sorted({_observation_id(value) for value in values}))
+
+
 def _observation_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
         raise StagingRequestError(f"observations: {value!r} is not an observation id")
@@ -120,53 +140,136 @@ def _observation_id(value: Any) -> int:
     return number
 
 
-def _day(value: Any, key: str) -> date | None:
+def parse_day(value: Any, key: str) -> date | None:
+    """A ``YYYY-MM-DD`` day (a date passes as it is), or None for an empty value; ``key`` names it in the refusal."""
     if not value:
         return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
     try:
         return date.fromisoformat(str(value))
     except ValueError:
         raise StagingRequestError(f"{key}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _duration(value: Any, key: str, maximum: str) -> int:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise StagingRequestError(f"{key}: {error}") from None
+    if seconds > parse_duration(maximum):
+        raise StagingRequestError(f"{key}: {value!r} is longer than the maximum of {maximum}")
+    return seconds
+
+
 def _midnight(day: date | None) -> datetime | None:
     return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
 
 
-def create_job(db: OpsDb, request: StagingRequest) -> StagingJobRow:
-    """Find or create the StagingJob for ``request`` with its packages (idempotent)."""
+def resolve_observations(
+    db: OpsDb, observations: tuple[int, ...] = (), obs_unit: str | None = None, start: date | None = None,
+    end: date | None = None,
+) -> list[int]:  # fmt: skip
+    """The ExecutedObsUnit ids named by ids, or by an obs unit with days ``start`` to ``end`` (inclusive).
+
+    Refuses (StagingRequestError) ids ops-db does not know, and an obs unit with no
+    observation in the days.
+    """
+    if observations:
+        ids = db.fetch_column("executed_obs_units_by_ids", ids=list(observations))
+        unknown = sorted(set(observations) - set(ids))
+        if unknown:
+            raise StagingRequestError(f"unknown observation id(s): {', '.join(map(str, unknown))}")
+        return ids
+    if not obs_unit:
+        raise StagingRequestError("name the observations: give observation ids, or an obs_unit (with dates)")
+    after_end = end + timedelta(days=1) if end else None
+    ids = db.fetch_column(
+        "executed_obs_units_by_obs_unit", obs_unit=obs_unit, start=_midnight(start), end=_midnight(after_end)
+    )
+    if not ids:
+        raise StagingRequestError(f"no observation of obs unit {obs_unit!r} in the given dates")
+    return ids
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A request checked against ops-db: its PROCESSING location and its observations."""
+
+    location: LocationRow
+    observation_ids: list[int]
+
+
+def resolve(db: OpsDb, request: StagingRequest) -> Resolved:
+    """Check ``request`` against ops-db, recording nothing; StagingRequestError says what is wrong."""
     site, _, name = request.location.partition("/")
     location = db.fetch_one("data_location_by_key", site=site, name=name)
     if location is None or location.location_type != LocationType.PROCESSING or not location.active:
         raise StagingRequestError(f"{request.location!r} is not an active PROCESSING location")
-    if request.observations:
-        ids = db.fetch_column("executed_obs_units_by_ids", ids=list(request.observations))
-        unknown = sorted(set(request.observations) - set(ids))
-        if unknown:
-            raise StagingRequestError(f"unknown observation id(s): {', '.join(map(str, unknown))}")
-    else:
-        end = request.end + timedelta(days=1) if request.end else None
-        ids = db.fetch_column(
-            "executed_obs_units_by_obs_unit", obs_unit=request.obs_unit, start=_midnight(request.start),
-            end=_midnight(end),
-        )  # fmt: skip
-        if not ids:
-            raise StagingRequestError(f"no observation of obs unit {request.obs_unit!r} in the given dates")
+    ids = resolve_observations(db, request.observations, request.obs_unit, request.start, request.end)
+    return Resolved(location, ids)
+
+
+def create_job(
+    db: OpsDb, request: StagingRequest, *, resolved: Resolved | None = None, waiting: str | None = None
+) -> StagingJobRow:
+    """Find or create the StagingJob for ``request`` with its packages so far (idempotent).
+
+    ``resolved``: the request as :func:`resolve` checked it (else it is checked here).
+    ``waiting``: the observations are not archived yet; the job is recorded PENDING with
+    this reason (a FAILED job of the same request is PENDING again), to be staged once
+    they are. Without it, observations with nothing packaged, or with files not packaged
+    yet, are refused, and nothing is recorded.
+    """
+    resolved = resolved or resolve(db, request)
+    ids = resolved.observation_ids
     name = _generation(db, request.job_name())
     with db.transaction():
         job = db.fetch_one(
             "upsert_staging_job",
             name=name,
             requested_by=request.requested_by,
-            location_id=location.id,
+            location_id=resolved.location.id,
             request=json.dumps({**request.key(), "observation_ids": ids}),
             retention_period=timedelta(seconds=parse_duration(request.retention)),
         )
-        db.execute("add_staging_job_packages", job_id=job.id, observation_ids=ids)
-        if not db.fetch_all("staging_job_packages", job_id=job.id):
-            # Raised inside the transaction: a refused request leaves no job behind.
-            raise StagingRequestError("the observations have no packaged data yet")
+        if waiting:
+            _note_waiting(db, job, waiting)
+            db.execute("add_staging_job_packages", job_id=job.id, observation_ids=ids)
+            return db.fetch_one("staging_job", id=job.id)
+        # Raised inside the transaction: a refused request leaves no job behind.
+        add_packages(db, job.id, ids)
     return job
+
+
+def add_packages(db: OpsDb, job_id: int, observation_ids: list[int]) -> list[StagingPackageRow]:
+    """Add the packages of the observations to a job; refuse if any of their files is not packaged yet.
+
+    Run again once the observations are archived: packages written while the job waited
+    join it (idempotent).
+    """
+    db.execute("add_staging_job_packages", job_id=job_id, observation_ids=observation_ids)
+    packages = db.fetch_all("staging_job_packages", job_id=job_id)
+    if not packages:
+        raise StagingRequestError("the observations have no packaged data yet")
+    state = db.fetch_all("observations_archive_state", observation_ids=observation_ids, min_archives=1)
+    unpackaged = sum(row.unpackaged_files for row in state)
+    if unpackaged:
+        raise StagingRequestError(f"{unpackaged} file(s) of the observations are not packaged yet")
+    return packages
+
+
+def _note_waiting(db: OpsDb, job: StagingJobRow, reason: str) -> None:
+    """Record why a job waits: PENDING keeps its status, FAILED (an earlier try) is PENDING again."""
+    if job.status == Status.FAILED:
+        states.move(db, states.STAGING_JOB, job.id, Status.FAILED, Status.PENDING, reason)
+    elif job.status == Status.PENDING:
+        db.fetch_value("note_staging_job_waiting", id=job.id, reason=reason)
+
+
+def give_up_waiting(db: OpsDb, job_id: int, reason: str) -> bool:
+    """The observations were not archived in time: a job still waiting is FAILED with ``reason``."""
+    return states.move(db, states.STAGING_JOB, job_id, Status.PENDING, Status.FAILED, reason)
 
 
 def _generation(db: OpsDb, base: str) -> str:

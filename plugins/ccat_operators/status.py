@@ -176,7 +176,8 @@ def report(db: OpsDb, now: datetime | None = None, observations: int = 20, shown
         what, since = health.oldest_waiting
         lines.append(f"\noldest waiting: {what}, for {age(since, now)} (since {since:%Y-%m-%d %H:%M})")
     lines.extend(intervention_lines(db.fetch_all("work_needing_intervention"), now, shown))
-    lines.extend(waiting_lines(db.fetch_all("work_waiting", limit=shown + 1), now, shown))
+    waiting = db.fetch_all("work_waiting", limit=shown + 1) + db.fetch_all("staging_jobs_waiting", limit=shown + 1)
+    lines.extend(waiting_lines(sorted(waiting, key=lambda row: row.since), now, shown))
     lines.extend(finding_lines(db.fetch_all("open_audit_findings", location_id=None, limit=shown + 1), now, shown))
     progress = observation_lines(db.fetch_all("observation_progress", limit=observations), now)
     lines.append("\nunfinished observations:" if progress else "\nevery observation is archived")
