@@ -28,8 +28,8 @@ from tests.helpers import apply_topology, file_random_observation, location_row
 
 pytestmark = pytest.mark.airflow
 
-ALL_DAGS = ["ccat_archive", "ccat_audit", "ccat_bundling", "ccat_deletion", "ccat_monitoring", "ccat_packaging",
-            "ccat_staging", "ccat_topology", "ccat_transfer", "ccat_unpacking"]  # fmt: skip
+ALL_DAGS = ["ccat_archive", "ccat_audit", "ccat_bundling", "ccat_deletion", "ccat_filing", "ccat_monitoring",
+            "ccat_packaging", "ccat_staging", "ccat_topology", "ccat_transfer", "ccat_unpacking"]  # fmt: skip
 #: Unpaused for the clearing test: each stage's asset starts the next.
 PIPELINE = ["ccat_packaging", "ccat_bundling", "ccat_transfer", "ccat_unpacking", "ccat_archive"]
 TERMINAL = {"success", "failed"}
@@ -357,7 +357,7 @@ def test_a_scientist_stages_data_through_the_trigger_form(deployment: Deployment
             time.sleep(1)
         assert runs[0]["conf"] | {"observations": []} == {
             "observations": [], "obs_unit": "browser_demo", "start_date": "2026-11-20", "end_date": "2026-11-20",
-            "location": "cologne/ramses", "requested_by": "Dr. Browser", "retention": "14d",
+            "location": "cologne/ramses", "requested_by": "Dr. Browser", "retention": "14d", "timeout": "24h",
         }  # fmt: skip
         wait_until_quiet(admin, ["ccat_staging"])
         assert runs_of(admin, "ccat_staging")[0]["state"] == "success"

@@ -22,15 +22,12 @@ from pathlib import Path
 
 import psycopg
 
-from ccat_operators import filing, migrations, queues, roles, states, status, topology
+from ccat_operators import deploy, filing, migrations, queues, roles, states, status, topology
 from ccat_operators.opsdb import OpsDb, OpsDbConfigError, check_url
 from ccat_operators.paths import default_topology_file
 from ccat_operators.progress import byte_progress
-from ccat_operators.routing import transfer_pool
-from ccat_operators.states import LocationType, Status
-
-DEFAULT_DEVDB_DIR = Path(".ccat/postgres")
-DEFAULT_DEVDB_PORT = 54329
+from ccat_operators.routing import transfer_pool, transfer_site_pairs
+from ccat_operators.states import Status
 
 
 def _db(args: argparse.Namespace) -> OpsDb:
@@ -66,10 +63,33 @@ def cmd_topology_check(args: argparse.Namespace) -> None:
 
 
 def cmd_topology_apply(args: argparse.Namespace) -> None:
+    """Apply a topology file; the active DISK roots missing here are warned about, created or refused.
+
+    apply usually runs centrally (docker-compose's init job), where no site's storage is
+    mounted, so a missing root is only a warning by default. ``--create-dirs`` creates them
+    here (where the storage is mounted, or on a one-machine setup); ``--require-dirs``
+    refuses before ops-db is touched.
+    """
     loaded = topology.load(args.file)
+    missing = topology.missing_roots(loaded)
+    if missing and args.require_dirs:
+        roots = "; ".join(f"{location.key}: {root}" for location, root in missing)
+        raise FileNotFoundError(
+            f"ops-db not changed: storage roots that are not directories here: {roots} (--create-dirs creates them)"
+        )
     with _db(args) as db:
+        created = topology.create_roots(loaded) if args.create_dirs else []
         report = topology.apply(db, loaded)
+    for root in created:
+        print(f"created directory {root}")
     print("\n".join(report.changes) if report.changes else "no change")
+    if not args.create_dirs:
+        for location, root in missing:
+            warning = (
+                f"{location.key}: its root {root} is not a directory on this host (fine if it is mounted only "
+                "where the location's worker runs; --create-dirs creates it here)"
+            )
+            print(f"ccat: warning: {warning}", file=sys.stderr)
 
 
 def cmd_topology_show(args: argparse.Namespace) -> None:
@@ -183,6 +203,23 @@ def cmd_pools(args: argparse.Namespace) -> None:
     print(json.dumps(transfer_pools(loaded, args.slots), indent=2))
 
 
+def cmd_deploy_compose(args: argparse.Namespace) -> None:
+    """Print (or ``--output``: write, atomically) the CeleryExecutor compose file of a topology file."""
+    output = Path(args.output) if args.output else None
+    text = deploy.compose_file(args.topology, project_dir=output.resolve().parent if output else Path.cwd())
+    if output is None:
+        sys.stdout.write(text)
+        return
+    partial = output.with_name(f".{output.name}.part")
+    partial.write_text(text)
+    partial.replace(output)
+    print(f"wrote {output}")
+
+
+def cmd_deploy_workers(args: argparse.Namespace) -> None:
+    sys.stdout.write(deploy.worker_commands(topology.load(args.topology), site=args.site))
+
+
 def cmd_file(args: argparse.Namespace) -> None:
     observations = _load_manifests(args.manifests)
     results = []
@@ -233,17 +270,20 @@ def cmd_auth_sync(args: argparse.Namespace) -> None:
 
 
 class DevelopmentCommandError(RuntimeError):
-    """A development command (``ccat devdb``) run where the development package is not installed."""
+    """A development command (``ccat devdb``) cannot run: no development package here, or a bad setting."""
 
 
 def _devdb(args: argparse.Namespace):
     """The private PostgreSQL of ``ccat devdb``: :class:`ccat_dev.postgres.LocalPostgres`, imported only here.
 
-    ``ccat_dev`` is the development package (``dev/``), installed in a checkout by ``make
-    install`` and absent from workers and the image; the runtime package never needs it.
+    By default the demo's server (:func:`ccat_dev.postgres.demo_server`: ``$CCAT_STATE_DIR``
+    and ``$CCAT_DEMO_PORT``, as ``make demo`` and ``make up`` use them); ``--dir`` and
+    ``--port`` override either. ``ccat_dev`` is the development package (``dev/``),
+    installed in a checkout by ``make install`` and absent from workers and the image; the
+    runtime package never needs it.
     """
     try:
-        from ccat_dev.postgres import LocalPostgres
+        from ccat_dev.postgres import LocalPostgres, demo_port, demo_state_dir
     except ModuleNotFoundError as error:
         if (error.name or "").partition(".")[0] != "ccat_dev":
             raise  # ccat_dev is there but something it needs is not: a real error
@@ -251,7 +291,11 @@ def _devdb(args: argparse.Namespace):
             f"`ccat devdb {args.devdb_command}` is a development command: it needs the development package "
             "ccat_dev, which is not installed here (in a checkout: `make install`, or `pip install -e dev`)"
         ) from error
-    return LocalPostgres(Path(args.dir).resolve(), args.port)
+    try:
+        directory = Path(args.dir).resolve() if args.dir is not None else demo_state_dir() / "postgres"
+        return LocalPostgres(directory, args.port if args.port is not None else demo_port())
+    except ValueError as error:  # $CCAT_DEMO_PORT is not a port number
+        raise DevelopmentCommandError(str(error)) from error
 
 
 def cmd_devdb_start(args: argparse.Namespace) -> None:
@@ -265,17 +309,14 @@ def cmd_devdb_stop(args: argparse.Namespace) -> None:
 
 
 def transfer_pools(loaded: topology.Topology, slots: int) -> dict[str, dict]:
-    """One Airflow pool per (origin site, destination site) pair of buffers."""
-    sites = sorted({loc.site for loc in loaded.locations if loc.type == LocationType.BUFFER and loc.active})
+    """One Airflow pool per pair of sites a leg can take: the pools of the transfer DAG's send tasks."""
     return {
         transfer_pool(origin, destination): {
             "slots": slots,
             "description": f"parallel transfers from {origin} to {destination}",
             "include_deferred": False,
         }
-        for origin in sites
-        for destination in sites
-        if origin != destination
+        for origin, destination in transfer_site_pairs(loaded)
     }
 
 
@@ -299,9 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         topo_commands, "check", cmd_topology_check, "validate a topology file without a database", db=False
     ).add_argument("file")
-    add(topo_commands, "apply", cmd_topology_apply, "make ops-db match a topology file (idempotent)").add_argument(
-        "file"
-    )
+    apply_parser = add(topo_commands, "apply", cmd_topology_apply, "make ops-db match a topology file (idempotent)")
+    apply_parser.add_argument("file")
+    roots = apply_parser.add_mutually_exclusive_group()
+    roots.add_argument("--create-dirs", action="store_true",
+                       help="create the missing DISK roots of active locations here (mode 0755)")  # fmt: skip
+    roots.add_argument("--require-dirs", action="store_true",
+                       help="refuse, changing nothing, if one is missing here (default: warn and apply)")  # fmt: skip
     add(topo_commands, "show", cmd_topology_show, "print ops-db's topology in the file format")
 
     queue_parser = add(commands, "queues", cmd_queues, "list Celery queues of active locations")
@@ -343,11 +388,29 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "pools",
         cmd_pools,
-        "print the Airflow pools of the transfer routes (for `airflow pools import`)",
+        "print the Airflow pools of the transfer legs routing can make (for `airflow pools import`)",
         db=False,
     )
     pools_parser.add_argument("--topology", default=str(default_topology_file()), help="topology file")
     pools_parser.add_argument("--slots", type=_positive_int, default=4, help="parallel transfers per route (default 4)")
+
+    deploy_commands = commands.add_parser("deploy", help="deployment files from a topology file (no database)")
+    deploy_commands = deploy_commands.add_subparsers(dest="deploy_command", required=True)
+    compose_help = "print the CeleryExecutor docker-compose.yaml of a topology file"
+    compose_parser = add(deploy_commands, "compose", cmd_deploy_compose, compose_help, db=False)
+    compose_parser.add_argument(
+        "--output", "-o", help="write it to this file (whose directory ./dags, ./include... are relative to)"
+    )
+    workers_help = "print each site's `airflow celery worker` command, from a topology file"
+    workers_parser = add(deploy_commands, "workers", cmd_deploy_workers, workers_help, db=False)
+    workers_parser.add_argument("--site", help="print only this site's command")
+    for sub in (compose_parser, workers_parser):
+        sub.add_argument(
+            "topology",
+            nargs="?",
+            default=str(default_topology_file()),
+            help="topology file (default: $CCAT_TOPOLOGY, else include/topology/ccat.yaml)",
+        )
 
     file_parser = add(commands, "file", cmd_file, "file observations from YAML/JSON manifests")
     file_parser.add_argument("manifests", nargs="+", metavar="MANIFEST")
@@ -368,10 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("stop", cmd_devdb_stop, "stop the server"),
     ):
         sub = add(dev_commands, name, handler, help_text, db=False)
-        sub.add_argument("--dir", default=str(DEFAULT_DEVDB_DIR), help="cluster directory (default: %(default)s)")
-        sub.add_argument(
-            "--port", type=int, default=DEFAULT_DEVDB_PORT, help="TCP port on 127.0.0.1 (default: %(default)s)"
-        )
+        sub.add_argument("--dir", help="cluster directory (default: $CCAT_STATE_DIR/postgres, else .ccat/postgres "
+                         "in the checkout: the server of `make demo` and `make up`)")  # fmt: skip
+        sub.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (default: $CCAT_DEMO_PORT, else 54329)")
         sub.add_argument("--database", default="ccat_ops_db", help="database to create (default: %(default)s)")
     return parser
 

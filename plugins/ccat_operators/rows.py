@@ -658,8 +658,72 @@ class PackageForRepairRow:
     archived_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class ObservationArchiveRow:
+    """How far one observation is from being archived in ``min_archives`` archives (ObservationsArchivedSensor)."""
+
+    observation: int
+    files: int
+    unpackaged_files: int
+    packages: int
+    archived_packages: int
+    #: Up to 5 names of packages not archived enough yet, comma-separated.
+    waiting_packages: str | None
+    active_archives: int
+
+
+@dataclass(frozen=True, slots=True)
+class FilingRequestRow:
+    """An observation filed over HTTP, and its outcome once a worker of its SOURCE location decided it."""
+
+    id: int
+    location: str
+    requested_by: str
+    requested_at: datetime
+    #: ``ACCEPTED`` or ``REFUSED``; None while the request is open.
+    outcome: str | None
+    executed_obs_unit_id: int | None
+    new_files: int | None
+    already_filed: int | None
+    worker: str | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedFilingRow:
+    """An open filing request a worker holds (locked) while it files it."""
+
+    id: int
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationSummaryRow:
+    """One observation and its filed files (those not yet packaged among them)."""
+
+    id: int
+    program: str
+    obs_unit: str
+    start_time: datetime
+    end_time: datetime | None
+    files: int
+    size_bytes: int
+    unpackaged_files: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCostRow:
+    """What the tasks of one DAG that succeeded cost: CPU and wall-clock seconds."""
+
+    dag_id: str
+    tasks: int | None
+    cpu_seconds: float | None
+    wall_seconds: float | None
+
+
 #: The record of every named query that returns more than one column.
 QUERY_RECORDS: dict[str, type] = {
+    "task_cost_by_dag": TaskCostRow,
     "audit_live_copies": AuditCopyRow,
     "audit_broken_copies": AuditCopyRow,
     "open_audit_findings": FindingRow,
@@ -728,4 +792,10 @@ QUERY_RECORDS: dict[str, type] = {
     "upsert_telescope": UpsertedRow,
     "upsert_executed_obs_unit": ExecutedObsUnitRow,
     "work_needing_intervention": InterventionItemRow,
+    "observations_archive_state": ObservationArchiveRow,
+    "staging_jobs_waiting": WaitingRow,
+    "filing_request": FilingRequestRow,
+    "claim_filing_request": ClaimedFilingRow,
+    "observation_summary": ObservationSummaryRow,
+    "observation_progress_of": ProgressRow,
 }
