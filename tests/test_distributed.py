@@ -7,6 +7,7 @@ that works on a location ran on that location's site worker (recorded in ops-db)
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,10 @@ def test_files_filed_at_ccat_are_archived_by_the_site_workers(cluster, ops_db: O
     for execution in executions:
         assert execution["worker"] == execution["location"].split("/")[0], execution
     assert {e["worker"] for e in executions} == {"ccat", "cologne", "us"}
+
+    costs = {row.dag_id: row for row in ops_db.fetch_all("task_cost_by_dag", since=datetime(2000, 1, 1, tzinfo=UTC))}
+    assert set(costs) == set(PIPELINE), costs
+    for cost in costs.values():
+        assert cost.tasks > 0 and cost.cpu_seconds > 0 and cost.wall_seconds > 0, cost
+    writes = [e for e in executions if "write_" in e["task_id"] and e["cpu_seconds"] is not None]
+    assert writes and all(e["wall_seconds"] > 0 for e in writes), writes

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
+import time
 from functools import cached_property
 from typing import Any
 
@@ -12,6 +14,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from ccat_operators.hooks.ops_db import OpsDbHook
 from ccat_operators.opsdb import OpsDb
+from ccat_operators.rows import LocationRow
 
 
 def worker_name() -> str:
@@ -19,10 +22,10 @@ def worker_name() -> str:
     return os.environ.get("CCAT_WORKER_NAME") or socket.gethostname()
 
 
-def record_execution(db: OpsDb, context: Context, location: str | None) -> None:
-    """Note in ops-db which worker runs this task instance."""
+def record_execution(db: OpsDb, context: Context, location: str | None) -> int:
+    """Note in ops-db which worker runs this task instance; return the note's id."""
     ti = context["ti"]
-    db.execute(
+    return db.fetch_value(
         "record_task_execution",
         dag_id=ti.dag_id,
         task_id=ti.task_id,
@@ -63,14 +66,34 @@ class LocationOperator(OpsDbOperator):
         super().__init__(**kwargs)
         self.location = location
 
-    def active_location(self, context: Context | None = None) -> dict[str, Any]:
+    def pre_execute(self, context: Context) -> None:
+        """Start the task's cost meter (see :meth:`post_execute`)."""
+        self._started = (_cpu_seconds(), time.monotonic())
+        self._execution_id: int | None = None
+
+    def post_execute(self, context: Context, result: Any = None) -> None:
+        """Record what the task cost in ``task_execution``: CPU seconds (its threads and commands) and wall time."""
+        if getattr(self, "_execution_id", None) is None:
+            return
+        cpu, wall = _cpu_seconds() - self._started[0], time.monotonic() - self._started[1]
+        self.hook.ops_db.fetch_value("record_task_cost", id=self._execution_id, cpu_seconds=cpu, wall_seconds=wall)
+
+    def note_execution(self, context: Context | None = None) -> None:
+        """Record which worker runs this task (``task_execution``), and later what it cost."""
+        self._execution_id = record_execution(self.hook.ops_db, context or get_current_context(), self.location)
+
+    def active_location(self, context: Context | None = None) -> LocationRow:
         """The location's ops-db row; records which worker runs this task (``task_execution``)."""
-        if context is None:
-            context = get_current_context()
-        record_execution(self.hook.ops_db, context, self.location)
+        self.note_execution(context)
         site, _, name = self.location.partition("/")
         row = self.hook.ops_db.fetch_one("data_location_by_key", site=site, name=name)
         if row is None or not row.active:
             state = "unknown to" if row is None else "inactive in"
             raise AirflowSkipException(f"location {self.location} is {state} ops-db; apply the topology to change that")
         return row
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds this process (every thread) and the commands it waited for have used."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

@@ -30,6 +30,7 @@ class StageObservationsOperator(LocationOperator):
         params = dict(context["params"])
         if params.get("location") != self.location:
             raise AirflowSkipException(f"this request is for {params.get('location')}, not {self.location}")
+        self.note_execution(context)
         accepted = self.staging_job
         if not isinstance(accepted, dict) or "job_id" not in accepted:
             raise AirflowFailException(f"no staging job to stage: the wait task returned {accepted!r}")

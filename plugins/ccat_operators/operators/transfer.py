@@ -67,6 +67,7 @@ class SendTransferOperator(LocationOperator):
         self.transfer_hook: TransferHook | None = None  # the running try's hook, for on_kill
 
     def execute(self, context: Context) -> str:
+        self.note_execution(context)
         try:
             outcome = transfer.send_transfer(
                 self.hook.ops_db, int(self.transfer_id), hook_factory=self._transfer_hook_for
