@@ -107,6 +107,8 @@ ARCHIVE = Location("cologne", "lta")
 #: of work, so that timings compare across queries; the comments give the batch the
 #: pipeline code asks for today.
 QUERY_PARAMS: dict[str, dict[str, object]] = {
+    # Filing over HTTP: the open requests of a SOURCE location.
+    "claim_filing_request": {"location_id": SOURCE},
     # Packaging: files at the SOURCE location, and the packages made of them.
     "claim_unpackaged_files": {"location_id": SOURCE, "limit": 1000},  # packaging.PLAN_BATCH = 50,000
     "claim_pending_raw_data_packages": {

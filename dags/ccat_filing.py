@@ -6,8 +6,10 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
+from ccat_operators.assets import announcement_doc
 from ccat_operators.dag_locations import locations_serving
 from ccat_operators.filing_requests import FILING_DAG_ID, FILING_OPERATION
+from ccat_operators.operators.assets import AnnounceOutputOperator
 from ccat_operators.operators.filing import ChooseFilingLocationsOperator, FileRequestsOperator
 from ccat_operators.retries import retry_policy
 
@@ -44,7 +46,7 @@ with DAG(
     # Requests arrive from the API whenever instruments file: a paused DAG would hold them all.
     is_paused_upon_creation=False,
     tags=["ccat", "filing"],
-    doc_md=DOC,
+    doc_md=DOC + announcement_doc("filing", starts="ccat_packaging"),
     default_args=retry_policy(3, timedelta(minutes=1)),
     params={
         "location": Param(
@@ -64,3 +66,5 @@ with DAG(
     ChooseFilingLocationsOperator(
         task_id="choose_locations", task_ids={key: task.task_id for key, task in tasks.items()}
     ) >> list(tasks.values())
+    # Downstream of the filing tasks only: the branch skips what it does not follow.
+    list(tasks.values()) >> AnnounceOutputOperator(stage="filing")

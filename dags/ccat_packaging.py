@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, TaskGroup
 
-from ccat_operators.assets import announcement_doc
+from ccat_operators.assets import OBSERVATIONS_FILED, announcement_doc, hourly_or_when
 from ccat_operators.dag_locations import locations_serving
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.packaging import RawDataPackagePlanOperator, RawDataPackageWriteOperator
@@ -41,7 +41,7 @@ SOURCES = locations_serving(Operation.RAW_DATA_PACKAGE_CREATION)
 
 with DAG(
     dag_id="ccat_packaging",
-    schedule="@hourly",
+    schedule=hourly_or_when(OBSERVATIONS_FILED),
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "packaging"],

@@ -180,6 +180,45 @@ def test_a_stage_publishes_its_asset_only_when_it_finished_work(
     assert bundling.timetable.asset_condition.uri == PACKAGES_BUFFERED.uri
 
 
+def test_observations_filed_over_http_start_packaging(
+    airflow_db, ops_db: OpsDb, ops_db_url: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    from ccat_operators import filing_requests
+    from ccat_operators.assets import OBSERVATIONS_FILED
+    from tests.helpers import apply_topology, file_random_observation
+    from tests.test_api import manifest, write_observation
+
+    _, topology_file = apply_topology(ops_db, tmp_path)
+    monkeypatch.setenv("CCAT_TOPOLOGY", str(topology_file))
+    monkeypatch.setenv("AIRFLOW_CONN_CCAT_OPS_DB", ops_db_url)
+    source = data_root / "ccat" / "telescope_computer"
+    source.mkdir(parents=True, exist_ok=True)
+
+    def events() -> int:
+        with create_session() as session:
+            query = select(func.count()).select_from(AssetEvent).where(AssetEvent.source_dag_id == "ccat_filing")
+            return session.scalar(query)
+
+    filing = load_dagbag().get_dag("ccat_filing")
+    before = events()
+    filing_requests.submit(ops_db, manifest(write_observation(source, "announced", [3000]), "announced"), "test")
+    first = filing.test()
+    assert first.get_task_instance("announce_observations_filed").state == "success"
+    assert events() == before + 1
+
+    # Filed by other means (ccat file), or the same request again: nothing new over HTTP, no event.
+    file_random_observation(ops_db, source, [1000], minute=5)
+    filing_requests.submit(ops_db, manifest(write_observation(source, "announced", [3000]), "announced"), "test")
+    second = filing.test()
+    assert second.get_task_instance("announce_observations_filed").state == "skipped"
+    assert events() == before + 1
+    assert load_dagbag().get_dag("ccat_packaging").timetable.asset_condition.uri == OBSERVATIONS_FILED.uri
+
+
 def test_an_invalid_topology_fails_the_dags_laid_out_from_it_naming_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

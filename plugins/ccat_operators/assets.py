@@ -19,6 +19,7 @@ def _asset(name: str, description: str) -> Asset:
 
 
 #: (stage whose output it announces, asset)
+OBSERVATIONS_FILED = _asset("observations_filed", "observations filed over HTTP: work for packaging")
 PACKAGES_BUFFERED = _asset("packages_buffered", "RawDataPackages written to a buffer: work for bundling")
 BUNDLES_WRITTEN = _asset("bundles_written", "DataTransferPackages written: work for routing and transfer")
 BUNDLES_TRANSFERRED = _asset("bundles_transferred", "bundles arrived at a destination buffer: work for unpacking")
@@ -27,6 +28,7 @@ PACKAGES_ARCHIVED = _asset("packages_archived", "packages verified in a long-ter
 
 #: The asset each stage publishes (the ``stage`` names of ``count_stage_output_since.sql``).
 OUTPUT_OF_STAGE = {
+    "filing": OBSERVATIONS_FILED,
     "packaging": PACKAGES_BUFFERED,
     "bundling": BUNDLES_WRITTEN,
     "transfer": BUNDLES_TRANSFERRED,

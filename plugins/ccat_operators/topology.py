@@ -59,6 +59,7 @@ MAX_BBCP_STREAMS = 64
 #: A location whose ``{site}_{location}`` equals one would break its DAG.
 RESERVED_TASK_IDS = frozenset(
     {
+        "announce_observations_filed",
         "announce_packages_buffered",
         "announce_bundles_written",
         "announce_bundles_transferred",

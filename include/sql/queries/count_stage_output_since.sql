@@ -1,6 +1,9 @@
 -- How many items %(stage)s finished at or after %(since)s (the start of a DAG run): the
 -- new work it handed to the next stage. Each branch is served by a status index.
 SELECT count(*) FROM (
+    SELECT 1 FROM filing_request
+    WHERE %(stage)s = 'filing' AND outcome = 'ACCEPTED' AND new_files > 0 AND finished_at >= %(since)s
+    UNION ALL
     SELECT 1 FROM raw_data_package
     WHERE %(stage)s = 'packaging' AND status = 'COMPLETED' AND status_changed_at >= %(since)s
     UNION ALL
