@@ -55,7 +55,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# This folder holds packaging.py, which would shadow the `packaging` library: run from the repository root.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import psycopg
+from bench import machine
 from psycopg import sql
 
 from ccat_dev.postgres import FAST_TEST_SETTINGS, LocalPostgres
@@ -486,6 +491,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    print(machine.describe())
     names = work_queries()
     if not names:
         raise BenchmarkSetupError(f"no {'/'.join(WORK_QUERY_PREFIXES)}* queries in {sql_dir() / 'queries'}")

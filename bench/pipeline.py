@@ -12,14 +12,38 @@
 2. **Task count**: 1,000 small observations filed in one hour, then the number of task
    instances one run of each DAG creates for them (mapped tasks counted per map index).
 
-Run: ``.venv/bin/python bench/pipeline.py [--gigabytes 10] [--batch-gigabytes 2] [--algorithm sha256]``
+3. **Through the real scheduler** (``--airflow``): Airflow with the LocalExecutor as
+   ``make up`` runs it (api-server, scheduler, dag-processor, triggerer; parallelism 4),
+   the pipeline DAGs unpaused and started by their assets. ``--gigabytes`` of
+   observations (500 MB each, written before the clock starts) are filed over HTTP
+   (``POST /ccat/api/v1/observations``) in batches of ``--batch-gigabytes``; the next
+   batch is filed as soon as the last one is packaged, so the stages of different
+   batches overlap as in production. Printed, from the same run:
+
+   - end-to-end MB/s: first filing request -> last package archived (ops-db times);
+   - the bound: the S3 server's own ingest rate measured alone before Airflow starts
+     (the same amount in 1 GB objects, one streamed PUT each, the client hashing
+     nothing: ``archive.upload``), median of 3 runs;
+   - the product's CPU per GB: per stage, the CPU seconds its tasks recorded in ops-db
+     (``task_execution.cpu_seconds``: the task process, its threads and the commands
+     it ran); in total, every Airflow process (services and task processes, from
+     /proc) and PostgreSQL (ops-db and Airflow's metadata). The S3 server is shown
+     apart, and is not the product's.
+
+   Goals: end-to-end >= 0.8x the S3 bound and >= 1.0x the 8 TB/day peak (93 MB/s);
+   product CPU <= 8 core-seconds per GB.
+
+Run: ``.venv/bin/python bench/pipeline.py [--gigabytes 10] [--batch-gigabytes 2] [--algorithm sha256] [--airflow]``
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -31,12 +55,28 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx
 import yaml
+from bench import machine
 
+from ccat_dev.local_airflow import LocalAirflow
 from ccat_dev.postgres import FAST_TEST_SETTINGS, LocalPostgres
 from ccat_dev.processes import free_port
 from ccat_dev.s3 import LocalS3
-from ccat_operators import archive, bundling, deletion, filing, migrations, packaging, routing, topology, transfer
+from ccat_operators import (
+    archive,
+    bundling,
+    deletion,
+    filing,
+    migrations,
+    packaging,
+    routing,
+    topology,
+    transfer,
+)
+from ccat_operators import (
+    s3 as s3_client,
+)
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.rows import LocationRow
 from ccat_operators.unpacking import unpack_arrived
@@ -180,12 +220,195 @@ def task_count(work: Path, db: OpsDb) -> None:
     )
 
 
+#: The DAGs the pipeline runs through, unpaused for --airflow (ccat_filing starts unpaused).
+AIRFLOW_DAGS = ["ccat_filing", "ccat_packaging", "ccat_bundling", "ccat_transfer", "ccat_unpacking", "ccat_archive",
+                "ccat_deletion"]  # fmt: skip
+OBSERVATION_BYTES = 500 * 10**6
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_seconds(sessions: set[int]) -> float:
+    """CPU seconds of every process in ``sessions``, and of the children they have reaped."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile: its parent's cutime has it
+        fields = text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
+        if int(fields[3]) in sessions:  # field 6: session id
+            ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / CLOCK_TICKS
+
+
+def postgres_session(postgres: LocalPostgres) -> int:
+    """The session of the PostgreSQL server (its postmaster and every backend)."""
+    postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    return os.getsid(postmaster)
+
+
+def s3_bound(s3: LocalS3, work: Path, total: int, runs: int = 3) -> tuple[float, list[float]]:
+    """The S3 server's ingest rate alone: ``total`` bytes in 1 GB objects, one streamed PUT each (MB/s, runs)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3.endpoint_url, aws_access_key_id=s3.access_key,
+                          aws_secret_access_key=s3.secret_key, region_name="us-east-1",
+                          config=s3_client.client_config())  # fmt: skip
+    s3_client.ensure_bucket(client, "ccat-bench-bound")
+    objects = []
+    for index in range(max(1, round(total / 1e9))):
+        path = work / f"bound_{index}.bin"
+        digest = hashlib.sha256()
+        with open(path, "wb") as stream:
+            for _ in range(min(total, 10**9) // (1 << 20)):
+                block = os.urandom(1 << 20)
+                stream.write(block)
+                digest.update(block)
+        objects.append((path, path.stat().st_size, f"sha256:{digest.hexdigest()}"))
+    seconds = []
+    for run in range(runs + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        for path, size, checksum in objects:
+            archive.upload(client, "ccat-bench-bound", f"{run}/{path.name}", path, size, checksum)
+        seconds.append(time.perf_counter() - start)
+        for path, _, _ in objects:
+            client.delete_object(Bucket="ccat-bench-bound", Key=f"{run}/{path.name}")
+    for path, _, _ in objects:
+        path.unlink()
+    size = sum(size for _, size, _ in objects)
+    rates = [size / t / 1e6 for t in seconds[1:]]
+    return statistics.median(rates), rates
+
+
+def manifest(observation: filing.Observation) -> dict:
+    """The filing API's JSON for an observation (no checksums: the SOURCE worker computes them)."""
+    return {
+        "location": observation.location, "instrument": observation.instrument, "program": observation.program,
+        "obs_unit": observation.obs_unit, "start_time": observation.start_time.isoformat(),
+        "end_time": observation.end_time.isoformat(),
+        "files": [{"path": f.path, "module": f.module} for f in observation.files],
+    }  # fmt: skip
+
+
+def wait_until(condition, what: str, airflow: LocalAirflow, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        airflow.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def through_airflow(args: argparse.Namespace, work: Path, postgres: LocalPostgres, s3: LocalS3) -> None:
+    ops_db_url = postgres.create_database("bench")
+    metadata_url = postgres.create_database("airflow").replace("postgresql://", "postgresql+psycopg://", 1)
+    topology_file = bench_topology(work, s3, args.algorithm)
+    with OpsDb.connect(ops_db_url) as db:
+        migrations.upgrade(db)
+        loaded = topology.load(topology_file)
+        topology.apply(db, loaded)
+        for site_location in loaded.locations:
+            if "root_path" in site_location.storage_details:
+                Path(site_location.storage_details["root_path"]).mkdir(parents=True, exist_ok=True)
+        root = Path(location(db, "ccat/telescope_computer").root_path)
+    total = int(args.gigabytes * 1e9)
+    per_batch = max(1, int(args.batch_gigabytes * 1e9) // OBSERVATION_BYTES)
+    size = min(OBSERVATION_BYTES, total)
+    file_size = min(100 * 2**20, size)
+    observations = [write_observation(root, index, size, file_size) for index in range(max(1, total // size))]
+    batches = [observations[i : i + per_batch] for i in range(0, len(observations), per_batch)]
+    print(f"  {len(observations)} observations of {size / 1e6:.0f} MB in {len(batches)} batches; "
+          f"algorithm {args.algorithm}", flush=True)  # fmt: skip
+
+    bound, bound_runs = s3_bound(s3, work, min(total, 2 * 10**9))
+    print(f"  S3 server ingest alone (1 GB objects, one PUT each): median {bound:.0f} MB/s "
+          f"runs {[round(rate) for rate in bound_runs]}", flush=True)  # fmt: skip
+
+    s3_connection = {"conn_type": "aws", "login": s3.access_key, "password": s3.secret_key,
+                     "extra": {"endpoint_url": s3.endpoint_url, "region_name": "us-east-1"}}  # fmt: skip
+    env = {
+        "CCAT_TOPOLOGY": str(topology_file),
+        "CCAT_DATA_ROOT": os.environ["CCAT_DATA_ROOT"],
+        "AIRFLOW_CONN_CCAT_OPS_DB": ops_db_url,
+        "AIRFLOW_CONN_CCAT_S3_COLOGNE": json.dumps(s3_connection),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+    }
+    airflow = LocalAirflow(work / "airflow", metadata_url, port=free_port(), env_overrides=env)
+    try:
+        airflow.start()
+        admin = airflow.client("admin")
+        airflow.wait_for_dags(admin, AIRFLOW_DAGS)
+        for dag_id in AIRFLOW_DAGS:
+            admin.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        token = airflow.token("instrument", "instrument")
+        api = httpx.Client(base_url=f"{airflow.url}/ccat/api/v1", headers={"Authorization": f"Bearer {token}"},
+                           timeout=60)  # fmt: skip
+        sessions = {name: {process.pid} for name, process in airflow.processes.items()}
+        sessions |= {"PostgreSQL": {postgres_session(postgres)}, "S3 server": {s3.process.pid}}
+        cpu_before = {name: session_cpu_seconds(session) for name, session in sessions.items()}
+        since, started = datetime.now(UTC), time.monotonic()
+        with OpsDb.connect(ops_db_url) as db:
+
+            def progress():
+                return db.fetch_one("http_filing_progress", since=since)
+
+            for number, batch in enumerate(batches, 1):
+                for observation in batch:
+                    api.post("/observations", json=manifest(observation)).raise_for_status()
+                wait_until(lambda: (p := progress()).open_requests == 0 and p.unpackaged_files == 0,
+                           f"batch {number} to be packaged", airflow)  # fmt: skip
+                print(f"  batch {number} filed and packaged", flush=True)
+            wait_until(lambda: (p := progress()).packages and p.unarchived_packages == 0, "the archive", airflow)
+            done = progress()
+
+            def idle() -> bool:
+                runs = admin.get("/dags/~/dagRuns", params={"state": ["queued", "running"], "limit": 1}).json()
+                return runs["total_entries"] == 0
+
+            wait_until(idle, "the last DAG runs (deletion) to finish", airflow)
+            cpu = {name: session_cpu_seconds(session) - cpu_before[name] for name, session in sessions.items()}
+            costs = db.fetch_all("task_cost_by_dag", since=since)
+        if done.refused_requests:
+            raise RuntimeError(f"{done.refused_requests} filing request(s) refused")
+    finally:
+        airflow.stop()
+
+    gigabytes = done.filed_bytes / 1e9
+    seconds = (done.last_archived_at - done.first_requested_at).total_seconds()
+    rate = done.filed_bytes / seconds / 1e6
+    print(f"  {done.packages} packages; per DAG, the CPU its tasks recorded (task process, threads, commands):")
+    for cost in costs:
+        print(f"    {cost.dag_id:<15} {cost.tasks:4d} tasks  {cost.cpu_seconds:7.1f} CPU-s  "
+              f"{cost.cpu_seconds / gigabytes:5.2f} CPU-s/GB  {cost.wall_seconds:7.1f} s of task time")  # fmt: skip
+    tasks_cpu = sum(cost.cpu_seconds for cost in costs)
+    print(f"  CPU of each process tree over {time.monotonic() - started:.0f} s (the scheduler's has the task "
+          "processes the LocalExecutor ran):")  # fmt: skip
+    for name, seconds in cpu.items():
+        print(f"    {name:<15} {seconds:7.1f} CPU-s  {seconds / gigabytes:6.2f} CPU-s/GB")
+    product = sum(seconds for name, seconds in cpu.items() if name != "S3 server")
+    verdict = "PASS" if product / gigabytes <= 8 else "FAIL"
+    print(f"  product CPU (Airflow and PostgreSQL, not the S3 server): {product / gigabytes:.2f} core-s/GB, of which "
+          f"the tasks' own work {tasks_cpu / gigabytes:.2f} (goal <= 8) {verdict}")  # fmt: skip
+    verdict = "PASS" if rate >= 0.8 * bound and rate >= PEAK_MB_S else "FAIL"
+    print(
+        f"pipeline through Airflow: {gigabytes:.1f} GB in {seconds:.0f} s (first filing -> last archived) = "
+        f"{rate:.0f} MB/s = {rate / bound:.2f}x the S3 bound ({bound:.0f} MB/s) = {rate / PEAK_MB_S:.2f}x the "
+        f"8 TB/day peak (goals >= 0.8x and >= 1.0x) {verdict}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gigabytes", type=float, default=10.0)
     parser.add_argument("--batch-gigabytes", type=float, default=2.0)
     parser.add_argument("--algorithm", default="sha256", choices=["sha256", "xxh3_128"])
+    parser.add_argument("--airflow", action="store_true", help="through the real scheduler (see 3. above)")
     args = parser.parse_args()
+    print(machine.describe())
     work = Path(tempfile.mkdtemp(prefix="ccat-bench-pipeline-", dir=os.environ.get("CCAT_BENCH_DIR")))
     work.chmod(0o755)  # the PostgreSQL server runs as its own user
     os.environ["CCAT_DATA_ROOT"] = str(work / "data")
@@ -194,6 +417,9 @@ def main() -> int:
     try:
         postgres.start()
         s3.start()
+        if args.airflow:
+            through_airflow(args, work, postgres, s3)
+            return 0
         with OpsDb.connect(postgres.create_database("bench")) as db:
             migrations.upgrade(db)
             throughput(args, work, db, s3)

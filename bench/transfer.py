@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import machine
 from tests.sitenet import SiteNetwork
 
 from ccat_operators.hooks.transfer import SshEndpoint, TransferHook
@@ -40,6 +41,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate-mbit", type=int, default=500)
     args = parser.parse_args()
+    print(machine.describe())
 
     work = Path(tempfile.mkdtemp(prefix="ccat-bench-transfer-", dir=os.environ.get("CCAT_BENCH_DIR")))
     network = SiteNetwork(work, site_names=("ccat", "cologne")).start()

@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import machine
+
 from ccat_operators.checksums import file_checksum
 from ccat_operators.tarstream import Member, write_archive
 
@@ -87,6 +89,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--algorithm", default="sha256", choices=["sha256", "xxh3_128"])
     args = parser.parse_args()
+    print(machine.describe())
     work = Path(tempfile.mkdtemp(prefix="ccat-bench-unpack-", dir=os.environ.get("CCAT_BENCH_DIR")))
     try:
         bundle, checksum, packages = make_bundle(work, int(args.gigabytes * 10**9), args.algorithm)

@@ -24,6 +24,7 @@ def run_bench(name: str, *args: str, timeout: float = 600) -> str:
     result = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *args], cwd=REPO,
                             capture_output=True, text=True, timeout=timeout)  # fmt: skip
     assert result.returncode == 0, f"bench/{name}.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.stdout.startswith("machine: "), f"bench/{name}.py does not say what it ran on:\n{result.stdout}"
     return result.stdout
 
 
@@ -45,3 +46,12 @@ def test_the_pipeline_benchmark_runs() -> None:
 
 def test_the_transfer_benchmark_runs() -> None:
     assert "rsync" in run_bench("transfer", "--gigabytes", "0.01", "--runs", "1")
+
+
+def test_the_archive_benchmark_runs() -> None:
+    assert "ratio" in run_bench("archive", "--packages", "1", "--package-gigabytes", "0.01", "--runs", "1")
+
+
+def test_the_pipeline_benchmark_runs_through_airflow() -> None:
+    printed = run_bench("pipeline", "--airflow", "--gigabytes", "0.02", "--batch-gigabytes", "0.01")
+    assert "pipeline through Airflow" in printed and "ccat_archive" in printed, printed

@@ -361,7 +361,8 @@ def test_on_kill_stops_a_running_copy_and_leaves_no_process(
     killer = threading.Thread(target=kill_while_copying)
     killer.start()
     with pytest.raises(TransferStoppedError, match="rsync was stopped"):
-        operator.execute({"ti": SimpleNamespace(try_number=1)})
+        ti = SimpleNamespace(dag_id="ccat_transfer", task_id="send", run_id="manual__1", map_index=-1, try_number=1)
+        operator.execute({"ti": ti})
     stopped_after = time.monotonic() - killed_at[0]
     killer.join()
     assert stopped_after < 3, f"the copy went on {stopped_after:.1f} s after on_kill"

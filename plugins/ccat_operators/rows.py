@@ -712,6 +712,20 @@ class ObservationSummaryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpFilingProgressRow:
+    """How far the observations filed over HTTP since a time have gone."""
+
+    first_requested_at: datetime | None
+    open_requests: int
+    refused_requests: int
+    unpackaged_files: int
+    filed_bytes: int
+    packages: int
+    unarchived_packages: int
+    last_archived_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskCostRow:
     """What the tasks of one DAG that succeeded cost: CPU and wall-clock seconds."""
 
@@ -724,6 +738,7 @@ class TaskCostRow:
 #: The record of every named query that returns more than one column.
 QUERY_RECORDS: dict[str, type] = {
     "task_cost_by_dag": TaskCostRow,
+    "http_filing_progress": HttpFilingProgressRow,
     "audit_live_copies": AuditCopyRow,
     "audit_broken_copies": AuditCopyRow,
     "open_audit_findings": FindingRow,

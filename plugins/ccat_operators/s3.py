@@ -27,22 +27,30 @@ STORAGE_CODES = frozenset({
 })  # fmt: skip
 
 
+def client_config():
+    """The botocore configuration of every client: checksums only where we ask for them.
+
+    ``when_required`` keeps botocore from computing a CRC32 of every body in pure Python
+    (slower than the upload); the archive sends the ChecksumSHA256 it already knows.
+    """
+    from botocore.config import Config
+
+    return Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=120,
+    )
+
+
 def client(location: dict[str, Any]):
     """A boto3 S3 client for an S3 location, credentials from its Airflow AWS connection."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from botocore.config import Config
 
     hook = S3Hook(aws_conn_id=location.s3_conn_id, region_name=location.s3_region)
     return hook.get_session().client(
-        "s3",
-        endpoint_url=location.s3_endpoint_url or hook.conn_config.endpoint_url,
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=120,
-        ),
+        "s3", endpoint_url=location.s3_endpoint_url or hook.conn_config.endpoint_url, config=client_config()
     )
 
 
