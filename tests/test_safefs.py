@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -117,3 +118,73 @@ def test_unlink_removes_only_the_very_file_it_was_shown(root: Path, victim: Path
         safefs.regular_file(root, "link.tar")
     assert victim.exists()
     assert safefs.unlink_file(root, "gone.tar", 1) is False
+
+
+# --- data files stream through the page cache -----------------------------------------------
+
+
+def data_file(directory: Path, size: int) -> tuple[Path, bytes]:
+    """A file of ``size`` random bytes: neither a multiple of a page nor of a block."""
+    content = os.urandom(size)
+    path = directory / "data.bin"
+    path.write_bytes(content)
+    return path, content
+
+
+SIZES = [0, 1, 4095, safefs.DIRECT_BLOCK - 1, 2 * safefs.DIRECT_BLOCK + 12345]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_streaming_file_reads_every_byte_in_any_size_of_read(tmp_path: Path, size: int) -> None:
+    path, content = data_file(tmp_path, size)
+    with safefs.StreamingFile(path) as stream:
+        assert b"".join(iter(lambda: stream.read(8192), b"")) == content
+        stream.seek(0)  # read again after dropping: from the disk, the same bytes
+        buffer = bytearray(3 << 20)
+        chunks = []
+        while count := stream.readinto(buffer):
+            chunks.append(bytes(buffer[:count]))
+        assert b"".join(chunks) == content and stream.tell() == size
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_an_uncached_file_reads_every_byte_as_an_upload_reads_it(tmp_path: Path, size: int) -> None:
+    path, content = data_file(tmp_path, size)
+    with safefs.UncachedFile(path) as stream:
+        assert stream.direct  # this filesystem has direct I/O: the page cache is not used
+        assert b"".join(iter(lambda: stream.read(8192), b"")) == content
+        assert stream.tell() == size and stream.read(8192) == b""
+        assert stream.seek(0) == 0 and stream.read() == content  # a retried upload starts over
+        stream.seek(-min(10, size), os.SEEK_END)
+        assert stream.read(100) == content[-10:]
+        stream.seek(0)
+        part = safefs.DIRECT_BLOCK + 7  # a multipart upload's part: whole, across blocks
+        assert stream.read(part) == content[:part] and stream.read(part) == content[part : 2 * part]
+
+
+def test_an_uncached_file_on_a_filesystem_without_direct_io_reads_through_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ``O_DIRECT`` is refused (EINVAL from fcntl; tmpfs before Linux 6.6), the same bytes come through."""
+    path, content = data_file(tmp_path, safefs.DIRECT_BLOCK + 99)
+    real_fcntl = safefs.fcntl.fcntl
+
+    def no_direct_io(fd: int, command: int, arg: int = 0) -> int:
+        if command == safefs.fcntl.F_SETFL and arg & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, command, arg)
+
+    monkeypatch.setattr(safefs.fcntl, "fcntl", no_direct_io)
+    with safefs.UncachedFile(path) as stream:
+        assert not stream.direct
+        assert b"".join(iter(lambda: stream.read(65536), b"")) == content
+
+
+def test_write_behind_writes_every_byte_and_write_part_leaves_it_durable(root: Path) -> None:
+    content = os.urandom(3 * safefs.WRITEBACK_STEP + 5)
+    with safefs.write_part(root, "dir/big.tar") as fd:
+        out = safefs.WriteBehind(fd)
+        for start in range(0, len(content), 1 << 20):
+            out.write(content[start : start + (1 << 20)])
+    safefs.publish(root, "dir/big.tar")
+    assert (root / "dir" / "big.tar").read_bytes() == content

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccat_operators import checksums, metrics, s3, states, work
+from ccat_operators import checksums, metrics, s3, safefs, states, work
 from ccat_operators.faults import ItemFault
 from ccat_operators.opsdb import OpsDb
 from ccat_operators.rows import ArchiveTransferRow, LocationRow, WorkItemRow
@@ -99,7 +99,7 @@ def upload(client, bucket: str, key: str, path: Path, size: int, checksum: str) 
     metadata = {CHECKSUM_METADATA: checksum}
     if algorithm == "sha256" and size <= SINGLE_PUT_LIMIT:
         expected = _b64(bytes.fromhex(digest))
-        with open(path, "rb") as stream:
+        with safefs.UncachedFile(path) as stream:
             if os.fstat(stream.fileno()).st_size != size:
                 raise ArchiveVerificationError(f"{path}: buffer copy is not {size} bytes")
             client.put_object(Bucket=bucket, Key=key, Body=stream, ContentLength=size, ChecksumSHA256=expected,
@@ -140,7 +140,10 @@ def _multipart(client, bucket: str, key: str, path: Path, size: int, checksum: s
     in_flight: list[Future] = []
     parts: list[dict[str, Any]] = []
     try:
-        with open(path, "rb") as stream, ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="s3-part") as pool:
+        with (
+            safefs.UncachedFile(path) as stream,
+            ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="s3-part") as pool,
+        ):
             number = 0
             while data := stream.read(part_size):
                 number += 1

@@ -346,9 +346,10 @@ def restore_from_archive(
         hasher = checksums.new_hasher(algorithm)
         try:
             with safefs.write_part(Path(buffer.root_path), package.relative_path) as fd:
+                out = safefs.WriteBehind(fd)
                 while data := body.read(checksums.READ_SIZE):
                     hasher.update(data)
-                    os.write(fd, data)
+                    out.write(data)
         finally:
             body.close()
         if f"{algorithm}:{hasher.hexdigest()}" != package.checksum:

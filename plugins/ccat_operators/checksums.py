@@ -13,6 +13,8 @@ from typing import BinaryIO, Protocol
 
 import xxhash
 
+from ccat_operators.safefs import StreamingFile
+
 DEFAULT_ALGORITHM = "sha256"
 ALGORITHMS = ("sha256", "xxh3_128")
 READ_SIZE = 1 << 20
@@ -57,5 +59,5 @@ def stream_checksum(stream: BinaryIO, algorithm: str = DEFAULT_ALGORITHM) -> str
 
 def file_checksum(path: Path, algorithm: str = DEFAULT_ALGORITHM) -> str:
     """Return ``algorithm:hex`` of a file's bytes, read in 1 MiB blocks."""
-    with open(path, "rb", buffering=0) as stream:
+    with StreamingFile(path) as stream:
         return stream_checksum(stream, algorithm)

@@ -108,5 +108,5 @@ def unchanged_since_filing(file: CopyFile, found: FoundFile) -> bool:
 
 def checksum_of(found: FoundFile, algorithm: str) -> str:
     """``algorithm:hex`` of a found file, read without following links."""
-    with open(safefs.open_resolved(found.root, found.relative), "rb", buffering=0) as stream:
+    with safefs.StreamingFile(safefs.open_resolved(found.root, found.relative)) as stream:
         return checksums.stream_checksum(stream, algorithm)

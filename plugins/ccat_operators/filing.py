@@ -218,7 +218,7 @@ def _hash_within_root(root: Path, relative: str, algorithm: str, expected_size: 
     """
     if (root / relative).is_symlink():
         raise safefs.UnsafePathError(f"{root / relative} is a symbolic link, not the file itself")
-    with open(safefs.open_resolved(root, relative), "rb", buffering=0) as stream:
+    with safefs.StreamingFile(safefs.open_resolved(root, relative)) as stream:
         found = os.fstat(stream.fileno())
         wanted = expected_size is None or expected_size == found.st_size
         checksum = checksums.stream_checksum(stream, algorithm) if wanted else None

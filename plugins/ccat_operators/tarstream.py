@@ -190,7 +190,7 @@ def write_archive(
 
 
 def _write_member(member: Member, sink: _Sink) -> WrittenMember:
-    with open(member.open(), "rb", buffering=0) as stream:
+    with safefs.StreamingFile(member.open()) as stream:
         stat = os.fstat(stream.fileno())
         if stat.st_size != member.size:
             raise MemberChangedError(f"{member.source}: size on disk is {stat.st_size}, expected {member.size}")

@@ -50,7 +50,7 @@ def extract_bundle(
     bundle_file: Path, bundle_checksum: str, packages: list[ExpectedMember], root: Path, durable: bool = True
 ) -> Extracted:
     """Extract and verify every package of a bundle file into ``root`` as ``.part`` files."""
-    with open(bundle_file, "rb", buffering=0) as raw:
+    with safefs.StreamingFile(bundle_file) as raw:
         return extract_verified(raw, bundle_checksum, packages, root, durable=durable)
 
 
@@ -114,7 +114,7 @@ def _arrived_intact(root: Path, relative: str, checksum: str) -> bool:
         fd = safefs.open_resolved(root, relative)
     except (FileNotFoundError, safefs.UnsafePathError):
         return False
-    with open(fd, "rb", buffering=0) as stream:
+    with safefs.StreamingFile(fd) as stream:
         return checksums.stream_checksum(stream, checksums.parse(checksum)[0]) == checksum
 
 

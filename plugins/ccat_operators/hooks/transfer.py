@@ -57,7 +57,7 @@ from airflow.sdk import BaseHook
 from ccat_operators import checksums, safefs
 from ccat_operators.states import TransferMethod
 
-CHUNK = 1 << 20
+CHUNK = 8 << 20
 REMOTE_HASH_COMMANDS = {"sha256": ["sha256sum", "--"], "xxh3_128": ["xxhsum", "-H2", "--"]}
 
 #: Wall-clock limit of every transfer command (copy or remote command), in seconds:
@@ -548,10 +548,13 @@ def _copy_without_links(source: Path, destination: str, stopped: Callable[[], bo
     with suppress(FileNotFoundError):
         os.unlink(destination)
     fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with open(source, "rb") as reader, open(fd, "wb") as writer:
-        while chunk := reader.read(CHUNK):
-            if stopped():
-                raise TransferStoppedError(f"copy of {source} was stopped: the task was killed")
-            writer.write(chunk)
-        writer.flush()
-        os.fsync(writer.fileno())
+    try:
+        writer = safefs.WriteBehind(fd)  # the final fsync then has little left to write
+        with safefs.StreamingFile(source) as reader:
+            while chunk := reader.read(CHUNK):
+                if stopped():
+                    raise TransferStoppedError(f"copy of {source} was stopped: the task was killed")
+                writer.write(chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
