@@ -8,6 +8,7 @@ are independent and can run in any order.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Airflow reads its configuration at import time: point it at a throw-away home before
 # any test module imports it.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ccat-test-airflow-"))
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_AIRFLOW_HOME),

@@ -8,6 +8,8 @@ need it, and ``ccat devdb`` says it is a development command when it is absent.
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -104,3 +106,20 @@ def test_the_image_and_the_runtime_distribution_hold_only_the_runtime_package() 
     assert project["tool"]["setuptools"]["packages"]["find"] == {"where": ["plugins"], "include": ["ccat_operators*"]}
     dev_project = tomllib.loads((REPO / "dev" / "pyproject.toml").read_text())
     assert dev_project["tool"]["setuptools"]["packages"]["find"]["include"] == ["ccat_dev*"]
+
+
+@pytest.mark.parametrize(("command", "preloaded"), [("scheduler", True), ("celery", True), ("version", False)])
+def test_the_processes_that_fork_tasks_preload_the_task_modules(command: str, preloaded: bool, tmp_path: Path) -> None:
+    """``airflow scheduler`` and ``airflow celery worker`` import every task module at start; others do not."""
+    check = (
+        "import sys; sys.argv = ['airflow', sys.argv[1]]; import airflow.settings; "
+        "from ccat_operators.preload import module_names; "
+        "import json; print(json.dumps(sorted(m for m in module_names() if m not in sys.modules)))"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", check, command], env=env, capture_output=True, text=True,
+                            timeout=120, check=True)  # fmt: skip
+    missing = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (missing == []) is preloaded, (missing, result.stderr[-2000:])
+    assert "not preloaded" not in result.stderr
