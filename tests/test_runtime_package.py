@@ -108,9 +108,12 @@ def test_the_image_and_the_runtime_distribution_hold_only_the_runtime_package() 
     assert dev_project["tool"]["setuptools"]["packages"]["find"]["include"] == ["ccat_dev*"]
 
 
-@pytest.mark.parametrize(("command", "preloaded"), [("scheduler", True), ("celery", True), ("version", False)])
-def test_the_processes_that_fork_tasks_preload_the_task_modules(command: str, preloaded: bool, tmp_path: Path) -> None:
-    """``airflow scheduler`` and ``airflow celery worker`` import every task module at start; others do not."""
+@pytest.mark.parametrize(
+    ("command", "preloaded"),
+    [("scheduler", True), ("celery", True), ("dag-processor", True), ("api-server", False), ("version", False)],
+)
+def test_the_processes_that_fork_our_code_preload_it(command: str, preloaded: bool, tmp_path: Path) -> None:
+    """The scheduler, a Celery worker and the dag-processor import every module of ours at start; others do not."""
     check = (
         "import sys; sys.argv = ['airflow', sys.argv[1]]; import airflow.settings; "
         "from ccat_operators.preload import module_names; "

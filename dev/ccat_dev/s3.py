@@ -90,16 +90,17 @@ class LocalS3:
             stop_process_groups([self.process], timeout=20)
         self.process = None
 
-    def client(self):
-        """A boto3 S3 client for this server."""
+    def client(self, config=None):
+        """A boto3 S3 client for this server (``config``: a botocore ``Config`` merged over the default)."""
         import boto3
         from botocore.config import Config
 
+        default = Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30)
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name="us-east-1",
-            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30),
+            config=default.merge(config) if config is not None else default,
         )

@@ -32,12 +32,18 @@ def client_config():
 
     ``when_required`` keeps botocore from computing a CRC32 of every body in pure Python
     (slower than the upload); the archive sends the ChecksumSHA256 it already knows.
+    Payload signing is off: otherwise SigV4 reads and hashes every body once more before
+    sending it (always over http, and over https whenever the checksum is given as a
+    value), a second sha256 of the same bytes. What protects a body instead is the
+    ``x-amz-checksum-sha256`` header, signed like every header and verified by the
+    server against every byte it stores (``tests/test_archive.py``).
     """
     from botocore.config import Config
 
     return Config(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
+        s3={"payload_signing_enabled": False},
         retries={"max_attempts": 3, "mode": "standard"},
         connect_timeout=5,
         read_timeout=120,
