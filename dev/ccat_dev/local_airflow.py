@@ -58,7 +58,9 @@ class LocalAirflow:
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
             "AIRFLOW__API__SECRET_KEY": self._secret("secret_key"),
-            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+            # Airflow's default: a running task reports every 5 s (1 s cost the api-server
+            # 0.4 CPU-s per GB moved in bench/pipeline.py --airflow, for nothing we use).
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             **self.env_overrides,
