@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -337,3 +338,41 @@ def test_credentials_that_may_not_list_uploads_do_not_stop_the_archive(
     expected = archive.upload(ListingRefused(), bucket, "listing.tar", big, big.stat().st_size, checksum)
     assert archive.is_verified(s3.head(client, bucket, "listing.tar"), big.stat().st_size, checksum, expected)
     assert "may not list incomplete uploads" in caplog.text
+
+
+def test_two_archives_recording_at_once_mark_the_package_archived(
+    ops_db: OpsDb, ops_db_url: str, world, s3_server: LocalS3
+) -> None:
+    """Each archive's record sees the other's copy: the second waits for the first to commit."""
+    client = s3_server.client(s3.client_config())
+    package = packages(ops_db)[0]
+    records = []
+    with OpsDb.connect(ops_db_url) as cologne, OpsDb.connect(ops_db_url) as us:
+        for db, site in ((cologne, "cologne"), (us, "us")):
+            location = lta(db, site)
+            s3.ensure_bucket(client, location.s3_bucket)
+            archive.plan_archive_transfers(db, location)
+            transfer = db.conn.execute(
+                "SELECT id FROM long_term_archive_transfer"
+                " WHERE raw_data_package_id = %s AND destination_location_id = %s",
+                (package["id"], location.id),
+            ).fetchone()
+            records.append((db, archive._archive(db, transfer["id"], client)))
+        (first_db, first), (second_db, second) = records
+        second_done = threading.Event()
+
+        def record_second() -> None:
+            with second_db.conn.transaction():
+                second()
+            second_done.set()
+
+        with first_db.conn.transaction():
+            first()
+            thread = threading.Thread(target=record_second)
+            thread.start()
+            # The second record waits on the package's row lock until the first commits.
+            assert not second_done.wait(1.0)
+        thread.join(30)
+        assert second_done.is_set()
+    row = ops_db.conn.execute("SELECT archived_at FROM raw_data_package WHERE id = %s", (package["id"],)).fetchone()
+    assert row["archived_at"] is not None

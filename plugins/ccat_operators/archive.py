@@ -246,6 +246,7 @@ def _archive(db: OpsDb, transfer_id: int, client) -> work.Record:
         raise ArchiveVerificationError(f"s3://{transfer.s3_bucket}/{key} refused: {error}") from error
 
     def record() -> None:
+        db.fetch_value("lock_package_for_archived_mark", id=transfer.raw_data_package_id)
         states.record_package_copy(
             db, transfer.destination_location_id, transfer.raw_data_package_id, key, transfer.checksum
         )
