@@ -1,5 +1,6 @@
--- Where each package of the unfinished observations is, and since when.
--- Unfinished: at least one package not ARCHIVED; newest observations first.
+-- Where each package of the unfinished observations is, and since when (the stages of
+-- the package_progress view). Unfinished: at least one package not ARCHIVED; newest
+-- observations first.
 WITH unfinished AS (
     SELECT e.id, e.start_time, o.name AS obs_unit
     FROM executed_obs_unit AS e
@@ -8,31 +9,7 @@ WITH unfinished AS (
     ORDER BY e.start_time DESC
     LIMIT %(limit)s
 )
-SELECT u.id AS observation, u.obs_unit, u.start_time, p.name AS package,
-       CASE
-           WHEN p.archived_at IS NOT NULL THEN 'archived'
-           WHEN p.status = 'FAILED' THEN 'failed'
-           WHEN p.status <> 'COMPLETED' THEN 'packaging'
-           WHEN p.data_transfer_package_id IS NULL THEN 'waiting for a bundle'
-           WHEN d.status <> 'COMPLETED' THEN 'bundling'
-           WHEN t.pending_transfer IS NOT NULL THEN 'transferring'
-           WHEN t.pending_unpack IS NOT NULL THEN 'unpacking'
-           ELSE 'archiving'
-       END AS stage,
-       CASE
-           WHEN p.archived_at IS NOT NULL THEN p.archived_at
-           WHEN p.status <> 'COMPLETED' OR p.data_transfer_package_id IS NULL THEN p.status_changed_at
-           WHEN d.status <> 'COMPLETED' THEN d.status_changed_at
-           ELSE coalesce(t.pending_transfer, t.pending_unpack, d.status_changed_at)
-       END AS since
+SELECT u.id AS observation, u.obs_unit, u.start_time, g.package, g.stage, g.since
 FROM unfinished AS u
-JOIN raw_data_package AS p ON p.executed_obs_unit_id = u.id
-LEFT JOIN data_transfer_package AS d ON d.id = p.data_transfer_package_id
-LEFT JOIN LATERAL (
-    SELECT min(x.status_changed_at) FILTER (WHERE x.status <> 'COMPLETED') AS pending_transfer,
-           min(x.unpack_status_changed_at) FILTER (WHERE x.status = 'COMPLETED' AND x.unpack
-                                                     AND x.unpack_status <> 'COMPLETED') AS pending_unpack
-    FROM data_transfer AS x
-    WHERE x.data_transfer_package_id = p.data_transfer_package_id
-) AS t ON true
-ORDER BY u.start_time DESC, p.id;
+JOIN package_progress AS g ON g.executed_obs_unit_id = u.id
+ORDER BY u.start_time DESC, g.package_id;
