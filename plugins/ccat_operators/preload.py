@@ -1,11 +1,11 @@
-"""Import, once per Airflow process, what every task process of this project needs.
+"""Import, once per Airflow process, what every task and DAG parse of this project needs.
 
-Airflow's executors fork each task process from a long-lived one (the LocalExecutor's
-workers from the scheduler, Celery's pool processes from their worker). A module that
-parent has imported costs the task nothing; otherwise every task imports the operator
-modules, psycopg, boto3's configuration and the YAML parser anew, about 0.3 CPU-seconds
-per task instance on the build machine. ``plugins/airflow_local_settings.py`` calls
-:func:`preload` when a scheduler or a Celery worker starts.
+Airflow forks each task process from a long-lived one (the LocalExecutor's workers from
+the scheduler, Celery's pool processes from their worker), and the dag-processor forks a
+process per DAG file parse. A module that parent has imported costs the child nothing;
+otherwise every child imports the operator modules, psycopg and the YAML parser anew,
+about 0.3 CPU-seconds each on the build machine. ``plugins/airflow_local_settings.py``
+calls :func:`preload` when a scheduler, a Celery worker or the dag-processor starts.
 """
 
 from __future__ import annotations
