@@ -281,3 +281,34 @@ def test_malicious_bundle_is_refused(sites: Sites, kind: str) -> None:
     assert not (sites.data_root / site / "buffer" / "raw_data_packages").exists() or not list(
         (sites.data_root / site / "buffer" / "raw_data_packages").rglob("*.tar")
     )
+
+
+@pytest.mark.parametrize(("algorithm", "member_hashed"), [("sha256", False), ("xxh3_128", True)])
+def test_a_bundle_checksum_that_binds_its_content_proves_its_packages(
+    tmp_path: Path, algorithm: str, member_hashed: bool
+) -> None:
+    """sha256 bundle: a matching bundle checksum proves the packages bundling checked, so they
+    are not hashed again; xxh3_128 proves nothing against a forger, so each package is hashed."""
+    from types import SimpleNamespace
+
+    from ccat_operators.tarstream import Member, TarRefusedError, write_archive
+
+    source = tmp_path / "source"
+    source.mkdir()
+    package = source / "p.tar"
+    package.write_bytes(b"package bytes" * 1000)
+    checksum = f"sha256:{hashlib.sha256(package.read_bytes()).hexdigest()}"
+    member = Member(package, "raw_data_packages/p.tar", package.stat().st_size, expected_checksum=checksum)
+    bundle = write_archive(tmp_path, "bundle.tar", [member], algorithm)
+    # The package row's checksum no longer matches its bytes: only a member hash can notice.
+    wrong = SimpleNamespace(relative_path=member.arcname, size_bytes=member.size, checksum="sha256:" + "0" * 64)
+    destination = tmp_path / "destination"
+    destination.mkdir()
+    if member_hashed:
+        with pytest.raises(TarRefusedError, match="checksum"):
+            unpacking.extract_bundle(bundle.path, bundle.checksum, [wrong], destination)
+        assert not list(destination.rglob("*.part"))
+    else:
+        extracted = unpacking.extract_bundle(bundle.path, bundle.checksum, [wrong], destination)
+        extracted.publish()
+        assert (destination / member.arcname).read_bytes() == package.read_bytes()

@@ -20,6 +20,7 @@ ALGORITHMS = ("sha256", "xxh3_128")
 READ_SIZE = 1 << 20
 _CHECKSUM = re.compile(r"^(?P<algorithm>[a-z0-9_]+):(?P<digest>[0-9a-f]+)$")
 _DIGEST_LENGTH = {"sha256": 64, "xxh3_128": 32}
+_COLLISION_RESISTANT = frozenset({"sha256"})
 
 
 class Hasher(Protocol):
@@ -34,6 +35,14 @@ def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Hasher:
     if algorithm == "xxh3_128":
         return xxhash.xxh3_128()
     raise ValueError(f"unknown checksum algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+
+
+def binds_content(algorithm: str) -> bool:
+    """True if equal checksums of ``algorithm`` prove equal bytes, even against a forger.
+
+    sha256 is collision resistant; xxh3_128 catches accidental damage only.
+    """
+    return algorithm in _COLLISION_RESISTANT
 
 
 def parse(checksum: str) -> tuple[str, str]:

@@ -243,7 +243,8 @@ class _TarReader:
 
     Plain-file contents are copied straight into preallocated buffers and handed to
     two helper threads (bundle hash, member hash; FIFO, so in order) while the calling
-    thread writes them out: one read, one write, two checksums.
+    thread writes them out: one read, one write, two checksums (one when the member's
+    own checksum is proven by the archive's, see :func:`extract_verified`).
     """
 
     def __init__(self, raw: BinaryIO, algorithm: str, bundle_pool: ThreadPoolExecutor, member_pool: ThreadPoolExecutor):
@@ -262,7 +263,7 @@ class _TarReader:
         self.bundle_pool.submit(self.hasher.update, data)
         return data
 
-    def copy_to(self, fd: int, size: int, member_hasher: checksums.Hasher) -> None:
+    def copy_to(self, fd: int, size: int, member_hasher: checksums.Hasher | None) -> None:
         out = safefs.WriteBehind(fd)
         remaining, index = size, 0
         while remaining:
@@ -273,10 +274,9 @@ class _TarReader:
             if not read:
                 raise TarRefusedError("archive ends inside a member")
             view = view[:read]
-            self.in_flight[index] = [
-                self.bundle_pool.submit(self.hasher.update, view),
-                self.member_pool.submit(member_hasher.update, view),
-            ]
+            self.in_flight[index] = [self.bundle_pool.submit(self.hasher.update, view)]
+            if member_hasher is not None:
+                self.in_flight[index].append(self.member_pool.submit(member_hasher.update, view))
             out.write(view)
             remaining -= read
             index = (index + 1) % len(self.buffers)
@@ -396,6 +396,7 @@ def extract_verified(
     root: Path,
     directory: str | None = None,
     durable: bool = True,
+    members_proven: bool = False,
 ) -> Extracted:
     """Extract a tar stream whose members must be exactly ``members``, verifying everything.
 
@@ -405,10 +406,17 @@ def extract_verified(
     link below ``root``. Raises TarRefusedError on an unsafe, malformed or unexpected
     member or any size or checksum mismatch, UnsafePathError on a link in a target path;
     on any error, every ``.part`` of this call is removed first.
+
+    ``members_proven``: the archive was written by :func:`write_archive`, which checked
+    every member against its checksum while hashing the same bytes into the archive
+    checksum. If that checksum is collision resistant (:func:`checksums.binds_content`),
+    an archive that matches it holds exactly those checked bytes, so each member's own
+    hash would prove nothing more and is skipped: one hash per byte instead of two.
     """
     expected = {m.relative_path: m for m in members}
     extracted = Extracted(Path(root))
     algorithm, _ = checksums.parse(archive_checksum)
+    hash_member = not (members_proven and checksums.binds_content(algorithm))
     prefix = f"{directory}/" if directory else ""
     try:
         with ThreadPoolExecutor(1) as archive_pool, ThreadPoolExecutor(1) as member_pool:
@@ -424,7 +432,7 @@ def extract_verified(
                     raise TarRefusedError(reason)
                 target = prefix + member.name
                 extracted.parts.append(target)
-                _extract_member(reader, member, extracted.root, target, expected[member.name], durable)
+                _extract_member(reader, member, extracted.root, target, expected[member.name], durable, hash_member)
                 extracted.packages.append(expected[member.name])
                 done.add(member.name)
             actual = reader.checksum()
@@ -440,15 +448,23 @@ def extract_verified(
 
 
 def _extract_member(
-    reader: _TarReader, member: tarfile.TarInfo, root: Path, target: str, package: ExpectedMember, durable: bool
+    reader: _TarReader,
+    member: tarfile.TarInfo,
+    root: Path,
+    target: str,
+    package: ExpectedMember,
+    durable: bool,
+    hash_member: bool,
 ) -> None:
     if member.size != package.size_bytes:
         raise TarRefusedError(f"{member.name}: size {member.size}, expected {package.size_bytes}")
     algorithm, _ = checksums.parse(package.checksum)
-    hasher = checksums.new_hasher(algorithm)
+    hasher = checksums.new_hasher(algorithm) if hash_member else None
     with safefs.write_part(root, target, durable) as fd:
         reader.copy_to(fd, member.size, hasher)
     reader.read_exact(-member.size % BLOCK)
+    if hasher is None:
+        return
     actual = f"{algorithm}:{hasher.hexdigest()}"
     if actual != package.checksum:
         raise TarRefusedError(f"{member.name}: checksum {actual}, expected {package.checksum}")

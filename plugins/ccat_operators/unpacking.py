@@ -1,10 +1,16 @@
 """Unpacking: an arrived DataTransferPackage -> verified RawDataPackages in the buffer.
 
 One streaming pass over the bundle tar: the bundle checksum is computed on the bytes as
-they are read while each member (a RawDataPackage tar) is written to ``<path>.part``
-with its own checksum. Only when the bundle checksum and every package checksum match
-ops-db are the ``.part`` files renamed and PhysicalCopy rows recorded; otherwise every
-``.part`` of this try is removed, whatever stopped it.
+they are read while each member (a RawDataPackage tar) is written to ``<path>.part``.
+Only when the bundle checksum matches ops-db (and each member's size and name) are the
+``.part`` files renamed and PhysicalCopy rows recorded; otherwise every ``.part`` of
+this try is removed, whatever stopped it.
+
+The packages are not hashed again when the bundle checksum is sha256: bundling checked
+every package against its recorded checksum while hashing the very same bytes into the
+bundle checksum, so a bundle that matches it holds exactly the checked packages (see
+:func:`tarstream.extract_verified`, ``members_proven``). With ``xxh3_128``, which
+proves nothing against a forger, every package is hashed as well.
 
 The tar stream is not trusted: it is read by :func:`tarstream.extract_verified`, whose
 bounded parser refuses (:class:`TarRefusedError`) malformed headers, absurd size claims,
@@ -51,7 +57,7 @@ def extract_bundle(
 ) -> Extracted:
     """Extract and verify every package of a bundle file into ``root`` as ``.part`` files."""
     with safefs.StreamingFile(bundle_file) as raw:
-        return extract_verified(raw, bundle_checksum, packages, root, durable=durable)
+        return extract_verified(raw, bundle_checksum, packages, root, durable=durable, members_proven=True)
 
 
 @dataclass
