@@ -180,11 +180,57 @@ def test_an_uncached_file_on_a_filesystem_without_direct_io_reads_through_the_ca
         assert b"".join(iter(lambda: stream.read(65536), b"")) == content
 
 
-def test_write_behind_writes_every_byte_and_write_part_leaves_it_durable(root: Path) -> None:
-    content = os.urandom(3 * safefs.WRITEBACK_STEP + 5)
-    with safefs.write_part(root, "dir/big.tar") as fd:
-        out = safefs.WriteBehind(fd)
-        for start in range(0, len(content), 1 << 20):
-            out.write(content[start : start + (1 << 20)])
+def refuse_direct_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``fcntl`` refuse ``O_DIRECT`` as a filesystem without direct I/O does (EINVAL)."""
+    real_fcntl = safefs.fcntl.fcntl
+
+    def no_direct_io(fd: int, command: int, arg: int = 0) -> int:
+        if command == safefs.fcntl.F_SETFL and arg & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, command, arg)
+
+    monkeypatch.setattr(safefs.fcntl, "fcntl", no_direct_io)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-io", "no-direct-io"])
+def test_write_behind_writes_every_byte_and_write_part_leaves_it_durable(
+    root: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    if not direct:
+        refuse_direct_io(monkeypatch)
+    content = os.urandom(3 * safefs.DIRECT_BLOCK + 5)
+    step = (1 << 20) + 7  # pieces that straddle every aligned boundary
+    with safefs.write_part(root, "dir/big.tar") as fd, safefs.WriteBehind(fd) as out:
+        assert (out._buffer is not None) == direct  # direct I/O where the filesystem takes it
+        for start in range(0, len(content), step):
+            out.write(content[start : start + step])
+        assert (os.fstat(fd).st_size < len(content)) == direct  # direct: the unaligned tail waits for the end
     safefs.publish(root, "dir/big.tar")
     assert (root / "dir" / "big.tar").read_bytes() == content
+
+
+def test_write_behind_falls_back_to_the_cache_when_a_direct_write_is_refused(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device whose alignment is not ours refuses the first direct write (EINVAL): no byte is lost."""
+    content = os.urandom(2 * safefs.DIRECT_BLOCK + 4099)
+    real_write = os.write
+
+    def refusing_write(fd: int, data) -> int:
+        if safefs.fcntl.fcntl(fd, safefs.fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(safefs.os, "write", refusing_write)
+    with safefs.write_part(root, "odd.tar") as fd, safefs.WriteBehind(fd) as out:
+        out.write(content)
+        assert out._refused
+    safefs.publish(root, "odd.tar")
+    assert (root / "odd.tar").read_bytes() == content
+
+
+def test_write_behind_stopped_by_an_error_writes_nothing_more(root: Path) -> None:
+    with pytest.raises(RuntimeError), safefs.write_part(root, "stopped.tar") as fd, safefs.WriteBehind(fd) as out:
+        out.write(b"x" * 10_000)
+        raise RuntimeError("the source shrank")
+    assert not (root / "stopped.tar.part").exists() and not (root / "stopped.tar").exists()

@@ -345,8 +345,7 @@ def restore_from_archive(
         body = client_factory(source).get_object(Bucket=source.s3_bucket, Key=source.path)["Body"]
         hasher = checksums.new_hasher(algorithm)
         try:
-            with safefs.write_part(Path(buffer.root_path), package.relative_path) as fd:
-                out = safefs.WriteBehind(fd)
+            with safefs.write_part(Path(buffer.root_path), package.relative_path) as fd, safefs.WriteBehind(fd) as out:
                 while data := body.read(checksums.READ_SIZE):
                     hasher.update(data)
                     out.write(data)

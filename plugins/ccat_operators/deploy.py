@@ -429,7 +429,10 @@ x-airflow-common:
     "${AIRFLOW_JWT_SECRET:-change-me-to-a-long-random-secret-of-at-least-64-bytes-for-production-use}\n"
     """\
     AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK: 'true'
-    AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL: '1'
+    # a running task reports every 5 s (Airflow's default); DAG layouts change only with
+    # the topology file, so each DAG file is parsed every 2 min, not every 30 s
+    AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL: '5'
+    AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL: '120'
     # ops-db; the topology file and the CCAT_* values `ccat deploy compose` read it with
     AIRFLOW_CONN_CCAT_OPS_DB: postgresql://ccat:ccat@postgres:5432/ccat_ops_db
 """

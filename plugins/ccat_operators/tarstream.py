@@ -125,6 +125,10 @@ class _Sink:
         self.archive_pool.shutdown(wait=True)
         self.member_pool.shutdown(wait=True)
 
+    def finish(self) -> None:
+        """Write what the output still gathers: the archive is then complete on disk."""
+        self.out.close()
+
     def emit(self, data: bytes) -> None:
         """Write small metadata (headers, padding) into the archive."""
         self.archive_pool.submit(self.archive_hasher.update, data)
@@ -182,6 +186,7 @@ def write_archive(
             padding = -sink.offset % RECORD
             if padding:
                 sink.emit(bytes(padding))
+            sink.finish()
             checksum = sink.archive_checksum()
         finally:
             sink.close()
@@ -264,22 +269,22 @@ class _TarReader:
         return data
 
     def copy_to(self, fd: int, size: int, member_hasher: checksums.Hasher | None) -> None:
-        out = safefs.WriteBehind(fd)
         remaining, index = size, 0
-        while remaining:
-            for future in self.in_flight[index]:
-                future.result()
-            view = memoryview(self.buffers[index])[: min(CHUNK, remaining)]
-            read = self.raw.readinto(view)
-            if not read:
-                raise TarRefusedError("archive ends inside a member")
-            view = view[:read]
-            self.in_flight[index] = [self.bundle_pool.submit(self.hasher.update, view)]
-            if member_hasher is not None:
-                self.in_flight[index].append(self.member_pool.submit(member_hasher.update, view))
-            out.write(view)
-            remaining -= read
-            index = (index + 1) % len(self.buffers)
+        with safefs.WriteBehind(fd) as out:
+            while remaining:
+                for future in self.in_flight[index]:
+                    future.result()
+                view = memoryview(self.buffers[index])[: min(CHUNK, remaining)]
+                read = self.raw.readinto(view)
+                if not read:
+                    raise TarRefusedError("archive ends inside a member")
+                view = view[:read]
+                self.in_flight[index] = [self.bundle_pool.submit(self.hasher.update, view)]
+                if member_hasher is not None:
+                    self.in_flight[index].append(self.member_pool.submit(member_hasher.update, view))
+                out.write(view)
+                remaining -= read
+                index = (index + 1) % len(self.buffers)
         self.member_pool.submit(lambda: None).result()
 
     def checksum(self) -> str:

@@ -549,8 +549,7 @@ def _copy_without_links(source: Path, destination: str, stopped: Callable[[], bo
         os.unlink(destination)
     fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        writer = safefs.WriteBehind(fd)  # the final fsync then has little left to write
-        with safefs.StreamingFile(source) as reader:
+        with safefs.WriteBehind(fd) as writer, safefs.StreamingFile(source) as reader:
             while chunk := reader.read(CHUNK):
                 if stopped():
                     raise TransferStoppedError(f"copy of {source} was stopped: the task was killed")
