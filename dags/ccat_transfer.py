@@ -17,7 +17,8 @@ from ccat_operators.routing import transfer_pool, transfer_site_pairs
 DOC = """
 ### Transfer
 
-For every active BUFFER location, on its `..._data_transfer` queue:
+For every active BUFFER location at a site a leg leaves from, on its `..._data_transfer`
+queue:
 
 1. **route_bundles** gives each completed bundle its DataTransfers, once: a primary
    leg to one long-term-archive site chosen round-robin, and secondary legs from there to
@@ -41,14 +42,18 @@ the destination already holds a verified copy. A route whose method cannot run (
 no `bbcp` binary) fails without retries and says so.
 """
 
-# Every active BUFFER location (an invalid topology file fails this file's import, naming the key).
-BUFFERS = locations_serving(Operation.DATA_TRANSFER)
-# (origin site, destination site) of every leg routing can make: the pools `ccat pools` creates.
+# (origin site, destination site) of every leg routing can make: the pools `ccat pools` creates
+# (an invalid topology file fails this file's import, naming the key).
 LEGS = transfer_site_pairs(dag_topology())
+LEG_ORIGINS = {origin for origin, _ in LEGS}
+# Every active BUFFER location at a site a leg leaves from: nothing is routed or sent from any other.
+BUFFERS = [buffer for buffer in locations_serving(Operation.DATA_TRANSFER) if buffer.location.site in LEG_ORIGINS]
+# Arrivals route onwards (secondary legs, relays) only where a leg leaves a site another leg reaches.
+ONWARD = LEG_ORIGINS & {destination for _, destination in LEGS}
 
 with DAG(
     dag_id="ccat_transfer",
-    schedule=hourly_or_when(BUNDLES_WRITTEN, BUNDLES_TRANSFERRED),  # arrivals may route onwards
+    schedule=hourly_or_when(BUNDLES_WRITTEN, BUNDLES_TRANSFERRED) if ONWARD else hourly_or_when(BUNDLES_WRITTEN),
     catchup=False,
     max_active_runs=1,
     tags=["ccat", "transfer"],
