@@ -162,24 +162,6 @@ def test_an_uncached_file_reads_every_byte_as_an_upload_reads_it(tmp_path: Path,
         assert stream.read(part) == content[:part] and stream.read(part) == content[part : 2 * part]
 
 
-def test_an_uncached_file_on_a_filesystem_without_direct_io_reads_through_the_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where ``O_DIRECT`` is refused (EINVAL from fcntl; tmpfs before Linux 6.6), the same bytes come through."""
-    path, content = data_file(tmp_path, safefs.DIRECT_BLOCK + 99)
-    real_fcntl = safefs.fcntl.fcntl
-
-    def no_direct_io(fd: int, command: int, arg: int = 0) -> int:
-        if command == safefs.fcntl.F_SETFL and arg & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_fcntl(fd, command, arg)
-
-    monkeypatch.setattr(safefs.fcntl, "fcntl", no_direct_io)
-    with safefs.UncachedFile(path) as stream:
-        assert not stream.direct
-        assert b"".join(iter(lambda: stream.read(65536), b"")) == content
-
-
 def refuse_direct_io(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``fcntl`` refuse ``O_DIRECT`` as a filesystem without direct I/O does (EINVAL)."""
     real_fcntl = safefs.fcntl.fcntl
@@ -190,6 +172,17 @@ def refuse_direct_io(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_fcntl(fd, command, arg)
 
     monkeypatch.setattr(safefs.fcntl, "fcntl", no_direct_io)
+
+
+def test_an_uncached_file_on_a_filesystem_without_direct_io_reads_through_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ``O_DIRECT`` is refused (EINVAL from fcntl; tmpfs before Linux 6.6), the same bytes come through."""
+    path, content = data_file(tmp_path, safefs.DIRECT_BLOCK + 99)
+    refuse_direct_io(monkeypatch)
+    with safefs.UncachedFile(path) as stream:
+        assert not stream.direct
+        assert b"".join(iter(lambda: stream.read(65536), b"")) == content
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct-io", "no-direct-io"])

@@ -79,11 +79,11 @@ class WriteBehind:
 
     Where the filesystem takes direct I/O, the data is gathered in an aligned buffer and
     each full ``DIRECT_BLOCK`` is written with ``O_DIRECT`` by a helper thread while the
-    caller fills the next: no page of the file passes through the cache, which on the
-    build machine costs a fifth of the CPU of a cached write (and none of the kernel's
-    writeback work). The last, unaligned piece is written normally when the block ends.
-    Where direct I/O is refused (tmpfs, an unaligned start, a device with larger sectors)
-    the file is written through the cache with the disk close behind instead: every
+    caller fills the next: no page of the file passes through the cache, so the kernel
+    neither allocates, writes back nor reclaims one (on a VM each fresh page costs CPU).
+    The last, unaligned piece is written normally when the block ends. Where direct I/O
+    is refused (tmpfs, an unaligned start, a device with larger sectors) the file is
+    written through the cache with the disk close behind instead: every
     ``WRITEBACK_STEP`` bytes the range just written is handed to the disk
     (``sync_file_range(SYNC_FILE_RANGE_WRITE)``), and the range before it, by now
     written, is waited for and dropped from the cache.
@@ -283,15 +283,15 @@ class StreamingFile(io.FileIO):
 class UncachedFile(io.RawIOBase):
     """A file read without the page cache (``O_DIRECT``), the next block read ahead.
 
-    Reading through the cache costs, on the build machine, about half a CPU-second per
-    GB in the kernel alone (each fresh page is backed by the hypervisor, then copied),
-    as much as hashing the data; for an upload that reads its body 8 KiB at a time at
-    the network's pace, pages read ahead are even reclaimed before they are used. This
-    reads ``DIRECT_BLOCK`` bytes at a time with ``O_DIRECT`` into its own aligned
-    buffers and serves reads of any size from them; while one block is served, a helper
-    thread reads the next, so the disk works while the caller hashes and writes. On a
-    filesystem without direct I/O (tmpfs) it reads through the cache and drops each block
-    after reading it. ``seek`` / ``tell`` work (a retried upload starts over).
+    An upload reads its body 8 KiB at a time, at the network's pace: pages the kernel
+    reads ahead for it sit in the cache long enough to be reclaimed (on the build
+    machine, returned to the hypervisor) before the next are needed, and each fresh page
+    costs more CPU than the upload itself. This reads ``DIRECT_BLOCK`` bytes at a time
+    with ``O_DIRECT`` into its own aligned buffers and serves reads of any size from
+    them; while one block is served, a helper thread reads the next, so the disk works
+    while the caller sends. On a filesystem without direct I/O (tmpfs) it reads through
+    the cache and drops each block after reading it. ``seek`` / ``tell`` work (a retried
+    upload starts over).
 
     ``file``: a path, or a read descriptor it takes over (from :func:`open_resolved`).
     """
