@@ -251,3 +251,32 @@ def test_an_invalid_topology_fails_the_dags_laid_out_from_it_naming_the_key(
     monitoring = dagbag.dags["ccat_monitoring"]
     assert "measure_disk_usage_cologne_buffer" in monitoring.task_ids
     assert str(topology_file) not in monitoring.doc_md
+
+
+@pytest.mark.parametrize("archive_sites", [("cologne", "us"), ("cologne",)], ids=["two-archives", "one-archive"])
+def test_bundling_and_transfer_lay_out_tasks_only_where_a_leg_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive_sites: tuple[str, ...]
+) -> None:
+    """A buffer no leg leaves from gets no bundling or transfer tasks; arrivals restart
+    ccat_transfer only where they route onwards (secondary legs between archive sites)."""
+    document = yaml.safe_load(EXAMPLE_TOPOLOGY.read_text())
+    for site in set(document["sites"]) - {"ccat", *archive_sites}:
+        del document["sites"][site]
+    topology_file = tmp_path / "topology.yaml"
+    topology_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setenv("CCAT_TOPOLOGY", str(topology_file))
+
+    dagbag = load_dagbag()
+    assert dagbag.import_errors == {}
+    bundling, transfer = dagbag.dags["ccat_bundling"], dagbag.dags["ccat_transfer"]
+    onward = len(archive_sites) > 1  # a bundle reaching one archive site goes on to the other
+    origins = {"ccat", *archive_sites} if onward else {"ccat"}
+    assert {task.task_id.split(".")[0] for task in bundling.tasks} - {"announce_bundles_written"} == {
+        f"{site}_buffer" for site in origins
+    }
+    assert {task.task_id for task in transfer.tasks if task.task_id.endswith("route_bundles")} == {
+        f"{site}_buffer.route_bundles" for site in origins
+    }
+    condition = transfer.timetable.asset_condition  # an Asset, or AssetAny of several
+    assets = {asset.name for asset in getattr(condition, "objects", [condition])}
+    assert assets == ({"ccat_bundles_written", "ccat_bundles_transferred"} if onward else {"ccat_bundles_written"})
