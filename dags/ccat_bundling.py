@@ -7,12 +7,11 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators.assets import PACKAGES_BUFFERED, announcement_doc, hourly_or_when
-from ccat_operators.dag_locations import dag_topology, locations_serving
+from ccat_operators.dag_locations import buffers_legs_leave
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.bundling import DataTransferPackagePlanOperator, DataTransferPackageWriteOperator
 from ccat_operators.queues import Operation
 from ccat_operators.retries import retry_policy
-from ccat_operators.routing import transfer_site_pairs
 
 DOC = """
 ### Bundling
@@ -36,12 +35,7 @@ Anything else can be cleared and re-run safely.
 
 # Every active BUFFER location at a site a leg leaves from (an invalid topology file fails
 # this file's import, naming the key).
-LEG_ORIGINS = {origin for origin, _ in transfer_site_pairs(dag_topology())}
-BUFFERS = [
-    buffer
-    for buffer in locations_serving(Operation.DATA_TRANSFER_PACKAGE_CREATION)
-    if buffer.location.site in LEG_ORIGINS
-]
+BUFFERS = buffers_legs_leave(Operation.DATA_TRANSFER_PACKAGE_CREATION)
 
 with DAG(
     dag_id="ccat_bundling",

@@ -7,7 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, TaskGroup
 
 from ccat_operators.assets import BUNDLES_TRANSFERRED, BUNDLES_WRITTEN, announcement_doc, hourly_or_when
-from ccat_operators.dag_locations import dag_topology, locations_serving
+from ccat_operators.dag_locations import buffers_legs_leave, dag_topology
 from ccat_operators.operators.assets import announce_after_all
 from ccat_operators.operators.transfer import FindTransfersOperator, RouteBundlesOperator, SendTransferOperator
 from ccat_operators.queues import Operation
@@ -45,11 +45,10 @@ no `bbcp` binary) fails without retries and says so.
 # (origin site, destination site) of every leg routing can make: the pools `ccat pools` creates
 # (an invalid topology file fails this file's import, naming the key).
 LEGS = transfer_site_pairs(dag_topology())
-LEG_ORIGINS = {origin for origin, _ in LEGS}
 # Every active BUFFER location at a site a leg leaves from: nothing is routed or sent from any other.
-BUFFERS = [buffer for buffer in locations_serving(Operation.DATA_TRANSFER) if buffer.location.site in LEG_ORIGINS]
+BUFFERS = buffers_legs_leave(Operation.DATA_TRANSFER)
 # Arrivals route onwards (secondary legs, relays) only where a leg leaves a site another leg reaches.
-ONWARD = LEG_ORIGINS & {destination for _, destination in LEGS}
+ONWARD = {origin for origin, _ in LEGS} & {destination for _, destination in LEGS}
 
 with DAG(
     dag_id="ccat_transfer",

@@ -22,6 +22,7 @@ from typing import NamedTuple
 from ccat_operators import topology
 from ccat_operators.paths import default_topology_file
 from ccat_operators.queues import OPERATIONS_BY_LOCATION_TYPE, Operation, queue_name
+from ccat_operators.routing import transfer_site_pairs
 from ccat_operators.topology import Location, Topology, TopologyError
 
 
@@ -44,6 +45,17 @@ def locations_serving(operation: Operation) -> list[ServingLocation]:
         for location in dag_topology().locations
         if location.active and operation in OPERATIONS_BY_LOCATION_TYPE.get(location.type, ())
     ]
+
+
+def buffers_legs_leave(operation: Operation) -> list[ServingLocation]:
+    """:func:`locations_serving` ``operation``, only at sites a transfer leg leaves from.
+
+    Bundling and transfer have nothing to do anywhere else: a bundle made there could go
+    nowhere (the legs are :func:`routing.transfer_site_pairs`, those ``ccat pools`` makes
+    pools for), and every task instance costs the scheduler whether or not it finds work.
+    """
+    origins = {origin for origin, _ in transfer_site_pairs(dag_topology())}
+    return [serving for serving in locations_serving(operation) if serving.location.site in origins]
 
 
 def dag_topology() -> Topology:

@@ -281,66 +281,25 @@ class StreamingFile(io.FileIO):
 
 
 class UncachedFile(io.RawIOBase):
-    """A file read without the page cache (``O_DIRECT``), the next block read ahead.
+    """A file read without the page cache (``O_DIRECT``), for a reader slower than the disk.
 
     An upload reads its body 8 KiB at a time, at the network's pace: pages the kernel
     reads ahead for it sit in the cache long enough to be reclaimed (on the build
     machine, returned to the hypervisor) before the next are needed, and each fresh page
     costs more CPU than the upload itself. This reads ``DIRECT_BLOCK`` bytes at a time
-    with ``O_DIRECT`` into its own aligned buffers and serves reads of any size from
-    them; while one block is served, a helper thread reads the next, so the disk works
-    while the caller sends. On a filesystem without direct I/O (tmpfs) it reads through
-    the cache and drops each block after reading it. ``seek`` / ``tell`` work (a retried
-    upload starts over).
-
-    ``file``: a path, or a read descriptor it takes over (from :func:`open_resolved`).
+    with ``O_DIRECT`` into its own aligned buffer and serves the small reads from it.
+    On a filesystem without direct I/O (tmpfs) it reads through the cache and drops each
+    block after reading it. ``seek`` / ``tell`` work (a retried upload starts over).
     """
 
-    def __init__(self, file: str | os.PathLike | int) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         super().__init__()
-        self._fd = file if isinstance(file, int) else os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)  # else a pipe: read in order, no seeking
-        self.direct = False
-        if self._regular:
-            try:
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) | os.O_DIRECT)
-                self.direct = True
-            except OSError:  # EINVAL: this filesystem has no direct I/O
-                pass
+        self.direct = self._regular and _start_direct(self._fd)
         self._buffer = _direct_buffers.take()  # page-aligned, as O_DIRECT needs
         self._view = memoryview(self._buffer)
         self._start = self._filled = self._position = 0  # the buffer's file offset, its bytes, the position
-        self._spare: mmap.mmap | None = None  # the block read ahead, at self._ahead_start
-        self._ahead: Future | None = None
-        self._ahead_start = -1
-        self._reader: ThreadPoolExecutor | None = None
-
-    def _read_block(self, buffer: mmap.mmap, start: int) -> int:
-        filled = os.preadv(self._fd, [buffer], start)
-        if not self.direct:
-            drop_cached(self._fd, start, filled)
-        return filled
-
-    def _fill(self, start: int) -> None:
-        """Make the block at ``start`` the served one, and start reading the one after it."""
-        if self._ahead is not None:
-            filled = self._ahead.result()
-            self._ahead = None
-            if self._ahead_start == start:
-                self._view.release()
-                self._buffer, self._spare = self._spare, self._buffer
-                self._view = memoryview(self._buffer)
-            else:
-                filled = self._read_block(self._buffer, start)
-        else:
-            filled = self._read_block(self._buffer, start)
-        self._start, self._filled = start, filled
-        if filled == DIRECT_BLOCK:
-            if self._reader is None:
-                self._reader = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
-                self._spare = _direct_buffers.take()
-            self._ahead_start = start + DIRECT_BLOCK
-            self._ahead = self._reader.submit(self._read_block, self._spare, self._ahead_start)
 
     def readable(self) -> bool:
         return True
@@ -354,7 +313,10 @@ class UncachedFile(io.RawIOBase):
     def readinto(self, buffer) -> int:
         if not self._start <= self._position < self._start + self._filled:
             if self._regular:
-                self._fill(self._position - self._position % DIRECT_BLOCK)
+                self._start = self._position - self._position % DIRECT_BLOCK
+                self._filled = os.preadv(self._fd, [self._buffer], self._start)
+                if not self.direct:
+                    drop_cached(self._fd, self._start, self._filled)
             else:
                 self._start, self._filled = self._start + self._filled, os.readv(self._fd, [self._buffer])
             if self._position >= self._start + self._filled:
@@ -393,9 +355,6 @@ class UncachedFile(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            if self._reader is not None:
-                self._reader.shutdown(wait=True)  # the read ahead is done with the spare buffer
-                _direct_buffers.give(self._spare)
             self._view.release()
             _direct_buffers.give(self._buffer)
             os.close(self._fd)
