@@ -45,7 +45,7 @@ def test_the_pipeline_benchmark_runs() -> None:
 
 
 def test_the_transfer_benchmark_runs() -> None:
-    assert "rsync" in run_bench("transfer", "--gigabytes", "0.01", "--runs", "1")
+    assert "rsync" in run_bench("transfer", "--gigabytes", "0.01", "--runs", "1", "--cpu-runs", "1")
 
 
 def test_the_archive_benchmark_runs() -> None:

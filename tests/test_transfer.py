@@ -427,3 +427,53 @@ def test_a_wrong_host_key_refuses_the_connection(sites: Sites, tmp_path: Path) -
     row = sites.db.fetch_one("data_transfer", id=transfer["id"])
     assert row.status == "PENDING" and "Host key verification failed" in row.failure_reason
     assert not sites.bundle_file(transfer["destination_site"], transfer["bundle"]).parent.exists()
+
+
+def test_ssh_to_a_site_uses_aes_gcm_not_openssh_default_chacha20(sites: Sites) -> None:
+    """The cipher order of SSH_CIPHERS reaches the wire: the sshd agrees on AES-GCM (the CPU's AES instructions)."""
+    from ccat_operators.hooks.transfer import SshEndpoint, TransferHook
+
+    site = sites.network.sites["cologne"]
+    endpoint = SshEndpoint(site.address, 22, "root", str(sites.network.key), check_host_key=False)
+    ssh, *rest = TransferHook("rsync", endpoint=endpoint).remote_argv(["true"])
+    result = subprocess.run(sites.network.argv("ccat", [ssh, "-v", *rest]), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "kex: client->server cipher: aes128-gcm@openssh.com" in result.stderr, result.stderr[-2000:]
+
+
+def test_the_destination_hashes_with_openssl_and_falls_back_where_it_is_missing(
+    sites: Sites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sha256 at the destination: ``openssl dgst`` (the CPU's SHA instructions), else the next command."""
+    from ccat_operators.hooks import transfer as hooks
+
+    site = sites.network.sites["cologne"]
+    sites.network.host_address()  # this test process (root namespace) reaches the site's sshd itself
+    endpoint = hooks.SshEndpoint(site.address, 22, "root", str(sites.network.key), check_host_key=False,
+                                 connect_timeout=10)  # fmt: skip
+    hook = hooks.TransferHook("rsync", endpoint=endpoint)
+    path = sites.data_root / "cologne" / "buffer" / "hashed me.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(300_000))
+    expected = sha256(path)
+    ran: list[str] = []
+    remote = hooks.TransferHook._remote
+    monkeypatch.setattr(hooks.TransferHook, "_remote", lambda self, command, *a, **k: (
+        ran.append(command[0]), remote(self, command, *a, **k))[1])  # fmt: skip
+
+    assert hook.checksum(str(path), "sha256") == expected
+    assert ran == ["openssl"]
+
+    ran.clear()
+    monkeypatch.setitem(hooks.REMOTE_HASH_COMMANDS, "sha256", (["ccat-no-such-hasher"], ["sha256sum", "--"]))
+    assert hook.checksum(str(path), "sha256") == expected
+    assert ran == ["ccat-no-such-hasher", "sha256sum"]
+
+    monkeypatch.setitem(hooks.REMOTE_HASH_COMMANDS, "sha256", (["ccat-no-such-hasher"],))
+    with pytest.raises(
+        hooks.InvalidRouteError, match="no command to compute sha256: install one of ccat-no-such-hasher"
+    ):
+        hook.checksum(str(path), "sha256")
+    with pytest.raises(hooks.TransferCommandError, match="openssl at the destination exited 1"):
+        monkeypatch.setitem(hooks.REMOTE_HASH_COMMANDS, "sha256", (["openssl", "dgst", "-sha256", "-r", "--"],))
+        hook.checksum(str(path.with_name("missing.bin")), "sha256")

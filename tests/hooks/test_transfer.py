@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ccat_operators.hooks.transfer import (
+    SSH_CIPHERS,
     DestinationFullError,
     InvalidRouteError,
     SshEndpoint,
@@ -44,7 +45,9 @@ def test_rsync_command_quotes_the_ssh_options() -> None:
     hook = TransferHook("rsync", endpoint=SshEndpoint("10.0.0.2", 22, "root", "/k ey", check_host_key=False))
     argv = hook.send_argv(Path("/b/x.tar"), "/d/x.tar.part")
     assert argv[0] == "rsync" and "--append-verify" in argv
-    assert argv[argv.index("-e") + 1].startswith("ssh -p 22 -o BatchMode=yes -o ServerAliveInterval=15 -i '/k ey'")
+    assert argv[argv.index("-e") + 1].startswith(
+        f"ssh -p 22 -o BatchMode=yes -o ServerAliveInterval=15 -o Ciphers={SSH_CIPHERS} -i '/k ey'"
+    )
     assert argv[-2:] == ["/b/x.tar", "root@10.0.0.2:/d/x.tar.part"]
     assert hook.remote_argv(["rm", "-f", "--", "/d/a b.part"])[-1] == "rm -f -- '/d/a b.part'"
 
@@ -55,9 +58,9 @@ def test_ssh_options_of_an_inline_key_a_host_key_and_a_connect_timeout() -> None
     hook = TransferHook("rsync", endpoint=endpoint)
     files = SshFiles("/run/k/identity", "/run/k/known_hosts")
     argv = hook.ssh_argv(files)
-    assert argv[:9] == ["ssh", "-p", "2222", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15",
-                        "-o", "ConnectTimeout=7"]  # fmt: skip
-    assert argv[9:] == [
+    assert argv[:11] == ["ssh", "-p", "2222", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15",
+                         "-o", f"Ciphers={SSH_CIPHERS}", "-o", "ConnectTimeout=7"]  # fmt: skip
+    assert argv[11:] == [
         "-i", "/run/k/identity", "-o", "IdentitiesOnly=yes",
         "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/run/k/known_hosts",
         "-o", "GlobalKnownHostsFile=/dev/null",
