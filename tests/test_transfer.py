@@ -458,8 +458,12 @@ def test_the_destination_hashes_with_openssl_and_falls_back_where_it_is_missing(
     expected = sha256(path)
     ran: list[str] = []
     remote = hooks.TransferHook._remote
-    monkeypatch.setattr(hooks.TransferHook, "_remote", lambda self, command, *a, **k: (
-        ran.append(command[0]), remote(self, command, *a, **k))[1])  # fmt: skip
+
+    def noting_each_command(self, command: list[str], *args, **kwargs):
+        ran.append(command[0])
+        return remote(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(hooks.TransferHook, "_remote", noting_each_command)
 
     assert hook.checksum(str(path), "sha256") == expected
     assert ran == ["openssl"]
